@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Sandra needs when they are missing:
+# espeak-ng (offline TTS, also used by tests to synthesize speech) and chromium (browser tests).
+set -euo pipefail
+need=()
+[ -e /usr/lib/x86_64-linux-gnu/libespeak-ng.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/libespeak-ng.so.1 ] \
+  || ldconfig -p 2>/dev/null | grep -q libespeak-ng.so.1 || need+=(espeak-ng libespeak-ng1)
+command -v espeak-ng >/dev/null || need+=(espeak-ng)
+command -v chromium >/dev/null || need+=(chromium)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -eq 0 ]; then
+  echo "Installing system packages: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+  echo "Installing system packages with sudo: ${need[*]}"
+  sudo apt-get update -qq
+  sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+else
+  echo "Sandra needs these Debian packages: ${need[*]}" >&2
+  echo "Install them with: sudo apt-get install ${need[*]}" >&2
+  exit 1
+fi

@@ -1,0 +1,49 @@
+"""Sandra's exceptions.
+
+The hierarchy::
+
+    SandraError
+    ├── ConfigError          bad or missing configuration (names the key, never a secret)
+    ├── ProtocolError        a datachannel message that cannot be accepted
+    ├── OfferError           a WebRTC offer that cannot be answered (HTTP 400)
+    ├── CapacityError        no room for another call (HTTP 503)
+    └── ProviderError        an STT, LLM or TTS provider failed
+        └── retryable: bool  whether trying again may help (429, 529, dropped socket)
+"""
+
+from __future__ import annotations
+
+
+class SandraError(Exception):
+    """Root of every error Sandra raises on purpose."""
+
+
+class ConfigError(SandraError):
+    pass
+
+
+class ProtocolError(SandraError):
+    """A datachannel message was rejected. ``code`` goes to the client."""
+
+    def __init__(self, message: str, code: str = "bad_message") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class OfferError(SandraError):
+    def __init__(self, message: str, code: str = "bad_offer") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class CapacityError(SandraError):
+    pass
+
+
+class ProviderError(SandraError):
+    """A provider failed. ``provider`` is its name, ``retryable`` says if trying again may help."""
+
+    def __init__(self, provider: str, message: str, *, retryable: bool = False) -> None:
+        super().__init__(f"{provider}: {message}")
+        self.provider = provider
+        self.retryable = retryable

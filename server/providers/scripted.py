@@ -1,0 +1,94 @@
+"""Scripted providers: fixed transcript and reply, synthetic voice, configurable delays.
+
+They ship in the package (not only in tests) because benchmarks and load tests need a
+pipeline whose cost is known: with zero delays, what is measured is Sandra's own overhead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import numpy as np
+
+from .. import visemes
+from ..config import Config
+from .base import LLM, BatchSTT, LLMRequest, SentenceTTS, Transcript, TTSChunk
+
+MS_PER_CHAR = 55.0
+TTS_RATE = 24000
+CHUNK_MS = 200
+
+
+async def _sleep_ms(ms: float) -> None:
+    if ms > 0:
+        await asyncio.sleep(ms / 1000)
+
+
+class ScriptedSTT(BatchSTT):
+    name = "scripted"
+
+    def __init__(self, config: Config) -> None:
+        self._config = config.scripted
+
+    async def transcribe(self, pcm: bytes, language: str) -> Transcript:
+        await _sleep_ms(self._config.stt_ms)
+        return Transcript(self._config.transcript, no_speech_prob=0.0, language=language)
+
+
+class ScriptedLLM(LLM):
+    name = "scripted"
+
+    def __init__(self, config: Config) -> None:
+        self._config = config.scripted
+
+    async def reply(self, request: LLMRequest) -> AsyncIterator[str]:
+        await _sleep_ms(self._config.llm_first_ms)
+        words = self._config.reply.split(" ")
+        for i, word in enumerate(words):
+            if i:
+                await _sleep_ms(self._config.llm_piece_ms)
+            yield word if i == len(words) - 1 else word + " "
+
+
+def synthetic_voice(text: str, rate: int = TTS_RATE) -> np.ndarray:
+    """A voiced, syllable-modulated waveform ``MS_PER_CHAR`` ms per character (int16)."""
+    n = max(1, int(len(text) * MS_PER_CHAR * rate / 1000))
+    t = np.arange(n) / rate
+    pitch = 160 + 20 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(pitch) / rate
+    wave = np.sin(phase) + 0.5 * np.sin(2 * phase) + 0.25 * np.sin(3 * phase)
+    envelope = 0.55 + 0.45 * np.sin(2 * np.pi * 4.0 * t)
+    ramp = np.minimum(1.0, np.minimum(t, t[-1] - t) / 0.01)  # 10 ms fade in/out
+    return (wave * envelope * ramp * 6000).astype(np.int16)
+
+
+class ScriptedTTS(SentenceTTS):
+    name = "scripted"
+
+    def __init__(self, config: Config) -> None:
+        self._config = config.scripted
+
+    async def synthesize(self, text: str, language: str) -> AsyncIterator[TTSChunk]:
+        await _sleep_ms(self._config.tts_first_ms)
+        pcm = synthetic_voice(text).tobytes()
+        words = text.split()
+        # Word timings proportional to their length in characters, like the audio.
+        starts, ends, pos = [], [], 0
+        for word in words:
+            start = text.index(word, pos)
+            pos = start + len(word)
+            starts.append(start * MS_PER_CHAR / 1000)
+            ends.append(pos * MS_PER_CHAR / 1000)
+        all_visemes = visemes.from_words(words, starts, ends)
+        step = TTS_RATE * CHUNK_MS // 1000 * 2
+        for offset in range(0, len(pcm), step):
+            lo_ms, hi_ms = offset / 2 / TTS_RATE * 1000, (offset + step) / 2 / TTS_RATE * 1000
+            last = offset + step >= len(pcm)
+            yield TTSChunk(
+                pcm[offset : offset + step],
+                TTS_RATE,
+                tuple(v for v in all_visemes if lo_ms <= v.t_ms < hi_ms or (last and v.t_ms >= hi_ms)),
+                text if last else "",
+            )
+            await asyncio.sleep(0)
