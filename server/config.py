@@ -7,7 +7,7 @@ Environment overrides:
 
 - ``SANDRA_HOST``, ``SANDRA_PORT``; ``MAX_SESSIONS``, ``SESSION_TTL`` (seconds);
 - ``SANDRA_<SECTION>_<KEY>`` for any scalar key, e.g. ``SANDRA_VAD_END_SILENCE_MS=400``;
-- secrets: ``ANTHROPIC_API_KEY``, ``CARTESIA_API_KEY``, ``CARTESIA_VOICE_ID``,
+- secrets: ``SANDRA_AUTH_TOKEN``, ``ANTHROPIC_API_KEY``, ``CARTESIA_API_KEY``, ``CARTESIA_VOICE_ID``,
   ``STT_API_KEY`` (or ``OPENAI_API_KEY``);
 - vendor endpoints: ``ANTHROPIC_BASE_URL``, ``CARTESIA_BASE_URL``, ``STT_BASE_URL``.
 
@@ -141,6 +141,9 @@ class Secrets:
     cartesia_base_url: str = "https://api.cartesia.ai"
     stt_api_key: str | None = None
     stt_base_url: str | None = None
+    # When set, POST /api/offer needs "Authorization: Bearer <token>" and the
+    # datachannel "auth" message must carry it.
+    auth_token: str | None = None
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{f.name}={'set' if getattr(self, f.name) else None}" for f in fields(self))
@@ -277,6 +280,7 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None, *
         cartesia_base_url=env.get("CARTESIA_BASE_URL") or Secrets.cartesia_base_url,
         stt_api_key=env.get("STT_API_KEY") or env.get("OPENAI_API_KEY") or None,
         stt_base_url=env.get("STT_BASE_URL") or None,
+        auth_token=env.get("SANDRA_AUTH_TOKEN") or None,
     )
     config = Config(**sections, secrets=secrets, root=root)
     _validate(config)

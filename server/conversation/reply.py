@@ -1,0 +1,131 @@
+"""Speaking a reply: text pieces (from the LLM) -> sentences -> TTS -> the outbound track.
+
+:func:`speak` runs two tasks in one TaskGroup: the *writer* cuts the streamed text into
+sentences and sends them to the TTS stream as they complete (the first sentence is
+spoken while the LLM is still writing); the *player* resamples TTS audio to the track's
+rate, sends the visemes just before their audio is queued, and writes the audio with
+backpressure. Cancelling the task running :func:`speak` (barge-in) stops the LLM stream,
+the TTS stream and the queued audio together; the caller flushes the track first.
+
+:class:`Reply` keeps track of which text has been turned into audio and where, so that
+:meth:`Reply.played_text` can say what the caller actually heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..media.outbound import OutboundAudio, Resampler
+from ..providers.base import TTS, Viseme
+from .sentences import SentenceSplitter
+
+VISEMES_PER_MESSAGE = 24  # keeps a viseme message well under one SCTP packet
+
+Send = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Reply:
+    turn_id: int
+    text: str = ""  # all text the LLM produced so far
+    spoken: list[tuple[int, str]] = field(default_factory=list)  # (end sample, sentence) per finished sentence
+    current: str = ""  # sentences sent to TTS, not yet finished
+    llm_started_at: float | None = None
+    llm_first_at: float | None = None
+    tts_sent_at: float | None = None
+    tts_first_at: float | None = None
+
+    def played_text(self, samples_played: int, samples_written: int) -> str:
+        """What the caller heard, given how many samples of this reply left the track."""
+        heard = [text for end, text in self.spoken if end <= samples_played]
+        start = self.spoken[len(heard) - 1][0] if heard else 0
+        pending = [text for end, text in self.spoken[len(heard) :]] or [self.current]
+        sentence = pending[0] if pending else ""
+        if sentence and samples_played > start:
+            end = next((e for e, _ in self.spoken[len(heard) :]), samples_written)
+            fraction = min(1.0, (samples_played - start) / max(1, end - start))
+            words = sentence.split()
+            heard.append(" ".join(words[: int(len(words) * fraction)]))
+        return " ".join(t for t in heard if t).strip()
+
+
+async def speak(
+    reply: Reply,
+    pieces: AsyncIterator[str],
+    *,
+    tts: TTS,
+    language: str,
+    outbound: OutboundAudio,
+    send: Send,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Speak the streamed ``pieces`` as ``reply``. Returns when the TTS stream is done
+    (audio may still be queued on the track: await ``outbound.drained()``)."""
+    stream = tts.open(language)
+    resampler = Resampler(outbound.sample_rate)
+    rate = outbound.sample_rate
+
+    async def writer() -> None:
+        splitter = SentenceSplitter()
+        reply.llm_started_at = clock()
+        async with aclosing(pieces) as stream_of_text:
+            async for piece in stream_of_text:
+                if not piece:
+                    continue
+                if reply.llm_first_at is None:
+                    reply.llm_first_at = clock()
+                reply.text += piece
+                send({"type": "response:delta", "turn_id": reply.turn_id, "text": piece})
+                for sentence in splitter.feed(piece):
+                    await _to_tts(sentence)
+        for sentence in splitter.flush():
+            await _to_tts(sentence)
+        await stream.end()
+
+    async def _to_tts(sentence: str) -> None:
+        if reply.tts_sent_at is None:
+            reply.tts_sent_at = clock()
+        reply.current = (reply.current + " " + sentence).strip()
+        await stream.send(sentence)
+
+    async def player() -> None:
+        async for chunk in stream:
+            if reply.tts_first_at is None:
+                reply.tts_first_at = clock()
+            pcm = resampler.convert(chunk.pcm, chunk.sample_rate)
+            if chunk.visemes:
+                _send_visemes(reply.turn_id, chunk.visemes, outbound.reply_sent / rate * 1000, send)
+            await outbound.write(pcm)
+            if chunk.text:
+                reply.spoken.append((outbound.reply_written, chunk.text))
+                reply.current = reply.current[len(chunk.text) :].strip() if reply.current.startswith(chunk.text) else ""
+        tail = resampler.flush()
+        if tail:
+            await outbound.write(tail)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(writer())
+            group.create_task(player())
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None  # the provider's own error, for the apology
+    finally:
+        await stream.aclose()
+
+
+def _send_visemes(turn_id: int, visemes: tuple[Viseme, ...], playhead_ms: float, send: Send) -> None:
+    for i in range(0, len(visemes), VISEMES_PER_MESSAGE):
+        batch = visemes[i : i + VISEMES_PER_MESSAGE]
+        send(
+            {
+                "type": "viseme",
+                "turn_id": turn_id,
+                "playhead_ms": round(playhead_ms, 1),
+                "visemes": [{"id": v.id, "t_ms": round(v.t_ms, 1), "dur_ms": round(v.dur_ms, 1)} for v in batch],
+            }
+        )

@@ -1,0 +1,71 @@
+"""Per-turn latency metrics: Prometheus histograms plus recent percentiles for /api/metrics.
+
+One :class:`Metrics` per app (its own ``CollectorRegistry``, no global state).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCIES = ("eos_ms", "stt_ms", "llm_ttft_ms", "tts_ttfb_ms", "voice_to_voice_ms", "barge_in_ms")
+_BUCKETS_MS = (5, 10, 20, 40, 60, 80, 100, 150, 200, 300, 400, 500, 600, 800, 1000, 1500, 2000, 3000, 5000)
+
+
+class Metrics:
+    def __init__(self, window: int = 500) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._histograms = {
+            name: Histogram(
+                f"sandra_{name[:-3]}_milliseconds",
+                f"Per-turn {name[:-3].replace('_', ' ')} latency in milliseconds",
+                buckets=_BUCKETS_MS,
+                registry=self.registry,
+            )
+            for name in LATENCIES
+        }
+        self._recent: dict[str, deque[float]] = {name: deque(maxlen=window) for name in LATENCIES}
+        self.turns = Counter("sandra_turns", "Turns answered", ["kind"], registry=self.registry)
+        self.barge_ins = Counter("sandra_barge_ins", "Replies interrupted", ["source"], registry=self.registry)
+        self.provider_errors = Counter(
+            "sandra_provider_errors", "Provider failures turned into apologies", ["provider"], registry=self.registry
+        )
+        self.calls = Counter("sandra_calls", "Calls answered", registry=self.registry)
+        self.connections = Gauge("sandra_connections", "Open peer connections", registry=self.registry)
+
+    def observe_turn(self, values: Mapping[str, float | None]) -> None:
+        for name in LATENCIES:
+            value = values.get(name)
+            if value is not None:
+                self._histograms[name].observe(value)
+                self._recent[name].append(value)
+
+    def latency_summary(self) -> dict[str, dict[str, float | int | None]]:
+        out: dict[str, dict[str, float | int | None]] = {}
+        for name, values in self._recent.items():
+            ordered = sorted(values)
+            out[name] = {
+                "count": len(ordered),
+                "p50": _percentile(ordered, 50),
+                "p95": _percentile(ordered, 95),
+            }
+        return out
+
+    def prometheus(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _percentile(ordered: list[float], q: float) -> float | None:
+    if not ordered:
+        return None
+    k = (len(ordered) - 1) * q / 100
+    lo = int(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return round(ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo), 1)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
