@@ -74,7 +74,10 @@ _SMALL_TALK = {
     "greeting": ["hi", "hello", "hey", "good morning", "good afternoon", "good evening", "hola", "buenos dias",
                  "buenas tardes", "buenas"],
 }
-_FILLER = frozenset("sandra so very much muchas oh ah um uh er okay ok vale well pues bueno great perfect perfecto".split())
+_FILLER = frozenset(
+    "sandra so very much lot muchas oh ah um uh er hmm mm okay ok vale well pues bueno great perfect perfecto "
+    "sorry perdona perdon".split()
+)
 
 _SMALL_TALK_REPLIES = {
     "goodbye": ("Goodbye, and enjoy your stay in {city}!", "¡Adiós, y disfruta de tu estancia en {city}!"),
@@ -154,6 +157,9 @@ class Concierge:
         if kind is not None and not rest:
             en, es = _SMALL_TALK_REPLIES[kind]
             return self._say(en.format(city=self.kb.city), es.format(city=self.kb.city), language, "small_talk")
+        if not rest:  # "yes", "okay", "um": nothing to answer
+            return self._say("All right. What can I help you with?", "Vale. ¿En qué te puedo ayudar?",
+                             language, "small_talk")
 
         (entry, score), *_ = self.kb.search(user, language, k=1)
         if score >= self.threshold:
