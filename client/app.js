@@ -1,0 +1,368 @@
+// The call page: one big Call button, Sandra's face, the live conversation.
+
+import { createAvatar } from "/avatar.js";
+import { SandraRealtime } from "/sandra.js";
+
+const TEXT = {
+  en: {
+    tagline: "Your concierge · Valencia",
+    call: "Call Sandra",
+    mute: "Mute",
+    unmute: "Unmute",
+    interrupt: "Interrupt",
+    hangup: "Hang up",
+    conversation: "Conversation",
+    hint: "Ask about check-in, Wi-Fi, the beach, paella…",
+    empty: "Sandra speaks Spanish and English. Call her, or type below.",
+    placeholder: "Type a message…",
+    "state.idle": "Tap Call to talk to Sandra",
+    "state.connecting": "Connecting…",
+    "state.reconnecting": "Connection lost, reconnecting…",
+    "state.listening": "Listening…",
+    "state.user_speaking": "You're speaking",
+    "state.thinking": "Thinking…",
+    "state.speaking": "Sandra is speaking",
+    "state.ended": "Call ended. Tap Call to talk again",
+    you: "You",
+    sandra: "Sandra",
+    interrupted: "interrupted",
+    latency: "Last reply in",
+    parts: { eos_ms: "end of speech", stt_ms: "STT", llm_ttft_ms: "LLM", tts_ttfb_ms: "voice", barge_in_ms: "stop" },
+  },
+  es: {
+    tagline: "Tu conserje · Valencia",
+    call: "Llamar a Sandra",
+    mute: "Silenciar",
+    unmute: "Activar",
+    interrupt: "Interrumpir",
+    hangup: "Colgar",
+    conversation: "Conversación",
+    hint: "Pregunta por el check-in, el wifi, la playa, la paella…",
+    empty: "Sandra habla español e inglés. Llámala o escribe abajo.",
+    placeholder: "Escribe un mensaje…",
+    "state.idle": "Pulsa Llamar para hablar con Sandra",
+    "state.connecting": "Conectando…",
+    "state.reconnecting": "Conexión perdida, reconectando…",
+    "state.listening": "Te escucho…",
+    "state.user_speaking": "Estás hablando",
+    "state.thinking": "Pensando…",
+    "state.speaking": "Sandra está hablando",
+    "state.ended": "Llamada terminada. Pulsa Llamar para volver a hablar",
+    you: "Tú",
+    sandra: "Sandra",
+    interrupted: "interrumpida",
+    latency: "Última respuesta en",
+    parts: { eos_ms: "fin de voz", stt_ms: "STT", llm_ttft_ms: "LLM", tts_ttfb_ms: "voz", barge_in_ms: "parada" },
+  },
+};
+
+const $ = (sel) => document.querySelector(sel);
+const ui = {
+  call: $("#call"),
+  inCall: $(".in-call"),
+  mute: $("#mute"),
+  interrupt: $("#interrupt"),
+  hangup: $("#hangup"),
+  state: $("#state"),
+  stateText: $("#state-text"),
+  avatarWrap: $(".avatar-wrap"),
+  error: $("#error"),
+  latency: $("#latency"),
+  transcript: $("#transcript"),
+  composer: $("#composer"),
+  text: $("#text"),
+  audio: $("#remote-audio"),
+  langs: [...document.querySelectorAll(".lang-opt")],
+};
+
+let language = pickLanguage();
+let phase = "idle"; // idle | connecting | in-call | ended
+let serverState = "idle";
+const turns = new Map(); // turn_id -> {user, sandra}
+let pendingTyped = null; // a typed message waiting for its turn id
+
+const t = (key) => TEXT[language][key] ?? TEXT.en[key] ?? key;
+
+function pickLanguage() {
+  const saved = localStorage.getItem("sandra.language");
+  if (saved === "en" || saved === "es") return saved;
+  return (navigator.language || "en").toLowerCase().startsWith("es") ? "es" : "en";
+}
+
+function applyLanguage() {
+  document.documentElement.lang = language;
+  for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const el of document.querySelectorAll("[data-i18n-placeholder]")) el.placeholder = t(el.dataset.i18nPlaceholder);
+  for (const b of ui.langs) b.setAttribute("aria-checked", String(b.dataset.lang === language));
+  ui.mute.querySelector(".btn-label").textContent = sandra?.muted ? t("unmute") : t("mute");
+  renderState();
+}
+
+// --- state indicator --------------------------------------------------------------
+
+function renderState() {
+  let key = "idle";
+  if (phase === "connecting") key = "connecting";
+  else if (phase === "reconnecting") key = "reconnecting";
+  else if (phase === "in-call") key = serverState === "idle" ? "listening" : serverState;
+  else if (phase === "ended") key = "ended";
+  ui.state.dataset.state = key;
+  ui.avatarWrap.dataset.state = key;
+  ui.stateText.textContent = t(`state.${key}`);
+  const inCall = phase === "in-call" || phase === "reconnecting";
+  ui.call.hidden = inCall;
+  ui.inCall.hidden = !inCall;
+  ui.call.disabled = phase === "connecting";
+  ui.interrupt.disabled = !(inCall && (serverState === "speaking" || serverState === "thinking"));
+  document.body.dataset.phase = phase;
+}
+
+function showError(message) {
+  ui.error.textContent = message;
+  ui.error.hidden = !message;
+}
+
+// --- conversation -----------------------------------------------------------------
+
+function bubble(role) {
+  ui.transcript.querySelector(".empty")?.remove();
+  const li = document.createElement("li");
+  li.className = `msg msg-${role}`;
+  const who = document.createElement("span");
+  who.className = "who";
+  who.textContent = role === "user" ? t("you") : t("sandra");
+  const body = document.createElement("p");
+  body.className = "text";
+  li.append(who, body);
+  ui.transcript.append(li);
+  scrollDown();
+  return li;
+}
+
+function scrollDown() {
+  ui.transcript.scrollTop = ui.transcript.scrollHeight;
+}
+
+function turn(id) {
+  if (!turns.has(id)) turns.set(id, { user: null, sandra: null, streamed: "" });
+  return turns.get(id);
+}
+
+function onTranscript(msg) {
+  const entry = turn(msg.turn_id);
+  if (!entry.user) {
+    const typed = pendingTyped;
+    if (typed && normalise(typed.text) === normalise(msg.text)) {
+      entry.user = typed.el;
+      pendingTyped = null;
+    } else {
+      entry.user = bubble("user");
+    }
+    // The caller's words come before Sandra's answer even if the answer started first.
+    if (entry.sandra) ui.transcript.insertBefore(entry.user, entry.sandra);
+  }
+  entry.user.querySelector(".text").textContent = msg.text;
+  entry.user.classList.toggle("partial", !msg.final);
+  scrollDown();
+}
+
+function onDelta(msg) {
+  const entry = turn(msg.turn_id);
+  if (pendingTyped && !entry.user) {
+    entry.user = pendingTyped.el; // a typed turn the server did not echo as a transcript
+    pendingTyped = null;
+  }
+  entry.sandra ??= bubble("sandra");
+  entry.streamed += msg.text ?? "";
+  entry.sandra.querySelector(".text").textContent = entry.streamed;
+  entry.sandra.classList.add("streaming");
+  scrollDown();
+}
+
+function onDone(msg) {
+  const entry = turn(msg.turn_id);
+  entry.sandra ??= bubble("sandra");
+  entry.sandra.classList.remove("streaming");
+  const body = entry.sandra.querySelector(".text");
+  const said = msg.text ?? entry.streamed;
+  if (msg.interrupted) {
+    markInterrupted(entry, said);
+  } else {
+    body.textContent = said || entry.streamed;
+  }
+}
+
+function markInterrupted(entry, said) {
+  if (!entry?.sandra) return;
+  if (said != null) entry.said = said;
+  const li = entry.sandra;
+  li.classList.remove("streaming");
+  li.classList.add("interrupted");
+  if (!li.querySelector(".badge")) {
+    const badge = document.createElement("span");
+    badge.className = "badge";
+    badge.textContent = t("interrupted");
+    li.querySelector(".who").after(badge);
+  }
+  const full = entry.streamed;
+  const spoken = entry.said;
+  if (spoken == null) return; // the server has not said yet how much was played
+  const body = li.querySelector(".text");
+  body.textContent = "";
+  if (full.startsWith(spoken) && full.length > spoken.length) {
+    // What she got to say, then what she did not, struck through.
+    const rest = document.createElement("span");
+    rest.className = "unsaid";
+    rest.textContent = full.slice(spoken.length);
+    body.append(spoken, rest);
+  } else {
+    body.textContent = spoken || full;
+  }
+}
+
+function currentReply() {
+  const ids = [...turns.keys()];
+  for (let i = ids.length - 1; i >= 0; i--) {
+    const entry = turns.get(ids[i]);
+    if (entry.sandra) return entry;
+  }
+  return null;
+}
+
+const normalise = (s) => String(s ?? "").trim().toLowerCase();
+
+const turnMetrics = new Map(); // turn_id -> every metric the server sent for it
+
+function onMetrics(msg) {
+  const merged = { ...(turnMetrics.get(msg.turn_id) ?? {}), ...msg };
+  turnMetrics.set(msg.turn_id, merged);
+  const total = merged.voice_to_voice_ms ?? merged.text_to_voice_ms;
+  if (!Number.isFinite(total)) return; // e.g. a barge-in's own timing: keep showing the last reply
+  const parts = Object.entries(t("parts"))
+    .filter(([k]) => Number.isFinite(merged[k]))
+    .map(([k, label]) => `${label} ${Math.round(merged[k])} ms`);
+  ui.latency.hidden = false;
+  ui.latency.innerHTML = "";
+  const head = document.createElement("strong");
+  head.textContent = `${t("latency")} ${(total / 1000).toFixed(2)} s`;
+  const detail = document.createElement("span");
+  detail.textContent = parts.join(" · ");
+  ui.latency.append(head, detail);
+  ui.latency.dataset.voiceToVoiceMs = String(Math.round(total));
+}
+
+// --- actions ----------------------------------------------------------------------
+
+async function startCall() {
+  if (phase === "connecting" || phase === "in-call") return;
+  showError("");
+  sandra.unlockAudio(); // synchronously inside the tap: iOS
+  phase = "connecting";
+  renderState();
+  try {
+    await sandra.startCall({ language });
+    phase = "in-call";
+    serverState = "listening";
+  } catch (err) {
+    phase = "idle";
+    showError(err.message);
+  }
+  renderState();
+}
+
+async function hangUp() {
+  phase = "ended";
+  serverState = "idle";
+  renderState();
+  await sandra.endCall();
+  setMuted(false);
+}
+
+function setMuted(muted) {
+  sandra.setMuted(muted);
+  ui.mute.setAttribute("aria-pressed", String(muted));
+  ui.mute.querySelector(".btn-label").textContent = muted ? t("unmute") : t("mute");
+}
+
+async function sendTyped(text) {
+  const clean = text.trim();
+  if (!clean) return;
+  if (phase !== "in-call") {
+    await startCall();
+    if (phase !== "in-call") return;
+  }
+  const el = bubble("user");
+  el.querySelector(".text").textContent = clean;
+  el.classList.add("typed");
+  pendingTyped = { text: clean, el };
+  try {
+    sandra.sendMessage(clean);
+  } catch (err) {
+    showError(err.message);
+  }
+}
+
+// --- wiring -----------------------------------------------------------------------
+
+const sandra = await SandraRealtime.initialize({ audioElement: ui.audio, language });
+const avatar = createAvatar($("#avatar"));
+avatar.bind(sandra);
+window.sandra = sandra;
+window.sandraAvatar = avatar;
+
+sandra.on("state", (msg) => {
+  serverState = msg.state;
+  renderState();
+});
+sandra.on("transcript", onTranscript);
+sandra.on("response:delta", onDelta);
+sandra.on("response:done", onDone);
+sandra.on("barge-in", () => markInterrupted(currentReply(), null));
+sandra.on("metrics", onMetrics);
+sandra.on("call:started", (msg) => {
+  if (msg.language && msg.language !== language) {
+    language = msg.language;
+    applyLanguage();
+  }
+});
+sandra.on("call:ended", () => {
+  if (phase === "in-call" || phase === "reconnecting") phase = "ended";
+  serverState = "idle";
+  renderState();
+});
+sandra.on("reconnecting", () => {
+  phase = "reconnecting";
+  renderState();
+});
+sandra.on("reconnected", () => {
+  phase = "in-call";
+  renderState();
+});
+sandra.on("error", (msg) => showError(msg.message ?? "Something went wrong."));
+
+ui.call.addEventListener("click", startCall);
+ui.hangup.addEventListener("click", hangUp);
+ui.mute.addEventListener("click", () => setMuted(!sandra.muted));
+ui.interrupt.addEventListener("click", () => {
+  markInterrupted(currentReply(), null);
+  sandra.bargeIn().catch((err) => showError(err.message));
+});
+ui.composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = ui.text.value;
+  ui.text.value = "";
+  sendTyped(text);
+});
+for (const b of ui.langs) {
+  b.addEventListener("click", () => {
+    language = b.dataset.lang;
+    localStorage.setItem("sandra.language", language);
+    applyLanguage();
+  });
+}
+window.addEventListener("pagehide", () => {
+  if (sandra.callActive) sandra.endCall();
+});
+
+applyLanguage();
+document.body.dataset.ready = "true";
