@@ -74,12 +74,13 @@ class OutboundAudio(MediaStreamTrack):
         self.reply_first_sent_at = None
 
     async def write(self, pcm: bytes) -> None:
-        """Queue 48 kHz mono s16 audio; waits while the queue is ``lead_ms`` full."""
+        """Queue 48 kHz mono s16 audio; waits while the queue is ``lead_ms`` full.
+        Once the track has stopped (hang-up), audio is dropped."""
         view = memoryview(pcm)
         while view:
             await self._room.wait()
             if self.readyState != "live":
-                raise MediaStreamError
+                return
             room = self._lead_bytes - len(self._buffer)
             piece, view = view[:room], view[room:]
             self._buffer += piece

@@ -35,6 +35,7 @@ class Microphone(MediaStreamTrack):
         self.sent_voiced: list[float] = []  # send times of frames that carried audio
         self.idle = asyncio.Event()
         self.idle.set()
+        self._frozen = False
 
     def play(self, pcm: bytes) -> None:
         self._queue += pcm
@@ -44,9 +45,15 @@ class Microphone(MediaStreamTrack):
         self._queue.clear()
         self.idle.set()
 
+    def freeze(self) -> None:
+        """Stop sending anything, like a browser that vanished."""
+        self._frozen = True
+
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
+        if self._frozen:
+            await asyncio.Event().wait()  # never: the sender stops here
         if self._start is None:
             self._start = time.monotonic()
         due = self._start + self._pts / RATE
