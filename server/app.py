@@ -108,13 +108,27 @@ def _page(path: Path):  # type: ignore[no-untyped-def]
     return handler
 
 
+def _client_files(root: Path):  # type: ignore[no-untyped-def]
+    """Files under client/ by their path, never outside it."""
+    root = root.resolve()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        path = (root / name).resolve()
+        if name.startswith("api/") or not path.is_relative_to(root) or not path.is_file():
+            return error(404, "not_found", f"no such file: /{name}")
+        return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+    return handler
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler):  # type: ignore[no-untyped-def]
     """Unexpected failures become a JSON 500 with no trace; the trace goes to the log."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
-        if exc.status >= 400 and request.path.startswith("/api/"):
+        if exc.status >= 400:
             return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
         raise
     except Exception:
@@ -147,6 +161,5 @@ def create_app(config: Config, provider_set: providers.Providers | None = None) 
     app.router.add_get("/metrics", metrics_prometheus)
     app.router.add_get("/", _page(client / "index.html"))
     app.router.add_get("/debug", _page(client / "debug.html"))
-    if client.is_dir():
-        app.router.add_static("/", client, show_index=False)
+    app.router.add_get("/{name:.+}", _client_files(client))
     return app
