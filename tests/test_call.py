@@ -214,3 +214,20 @@ async def test_a_vanished_peer_is_cleaned_up(server_factory, peer_factory):
         assert time.monotonic() - started < 3
         assert call.close_reason == "peer silent"
         assert peer.session_id not in srv.sessions.calls
+
+
+async def test_sandra_does_not_interrupt_herself_on_her_own_echo(server_factory, peer_factory):
+    # The caller's speaker returns Sandra's voice at -12 dB into the microphone.
+    async with server_factory() as srv:
+        peer = await peer_factory(srv, echo_gain=0.25)
+        peer.send({"type": "message", "text": "Tell me about check-in"})
+        done = await peer.wait_for("response:done", timeout=20)
+        assert done["interrupted"] is False
+        assert "barge-in" not in peer.types()
+        assert srv.sessions.calls[peer.session_id].echo_suppressed > 20  # the echo was heard, and ignored
+    # The same echo with the guard set to expect almost none: Sandra cuts herself off.
+    async with server_factory(vad={"echo_return_db": -60.0, "echo_margin_db": 0.0}) as srv:
+        peer = await peer_factory(srv, echo_gain=0.25)
+        peer.send({"type": "message", "text": "Tell me about check-in"})
+        barge = await peer.wait_for("barge-in", timeout=20)
+        assert barge["source"] == "voice"

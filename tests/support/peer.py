@@ -87,8 +87,11 @@ class Heard:
 
 
 class ClientPeer:
-    def __init__(self, base_url: str, *, datachannel: bool = True) -> None:
+    def __init__(self, base_url: str, *, datachannel: bool = True, echo_gain: float = 0.0) -> None:
+        """``echo_gain`` > 0 plays what the peer hears back into its microphone, like a
+        speakerphone without echo cancellation."""
         self.base_url = base_url
+        self.echo_gain = echo_gain
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.mic = Microphone()
         self.channel = self.pc.createDataChannel("control") if datachannel else None
@@ -131,6 +134,9 @@ class ClientPeer:
                 return
             samples = frame.to_ndarray().astype(np.float32)
             self.heard.append(Heard(time.monotonic(), float(np.sqrt(np.mean(samples * samples)))))
+            if self.echo_gain:
+                mono = samples[0, :: len(frame.layout.channels)] * self.echo_gain
+                self.mic.play(mono.astype(np.int16).tobytes())
             self._changed.set()
 
     def _on_message(self, data: str) -> None:
