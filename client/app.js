@@ -28,6 +28,13 @@ const TEXT = {
     interrupted: "interrupted",
     latency: "Last reply in",
     parts: { eos_ms: "end of speech", stt_ms: "STT", llm_ttft_ms: "LLM", tts_ttfb_ms: "voice", barge_in_ms: "stop" },
+    quick: "Quick questions",
+    chips: [
+      ["Check-in time", "What time is check-in?"],
+      ["Wi-Fi", "What is the Wi-Fi password?"],
+      ["The beach", "How do I get to the beach?"],
+      ["Paella", "Where can I eat a good paella?"],
+    ],
   },
   es: {
     tagline: "Tu conserje · Valencia",
@@ -53,6 +60,13 @@ const TEXT = {
     interrupted: "interrumpida",
     latency: "Última respuesta en",
     parts: { eos_ms: "fin de voz", stt_ms: "STT", llm_ttft_ms: "LLM", tts_ttfb_ms: "voz", barge_in_ms: "parada" },
+    quick: "Preguntas rápidas",
+    chips: [
+      ["Hora de entrada", "¿A qué hora es el check-in?"],
+      ["Wifi", "¿Cuál es la contraseña del wifi?"],
+      ["La playa", "¿Cómo llego a la playa?"],
+      ["Paella", "¿Dónde puedo comer una buena paella?"],
+    ],
   },
 };
 
@@ -73,6 +87,7 @@ const ui = {
   text: $("#text"),
   audio: $("#remote-audio"),
   langs: [...document.querySelectorAll(".lang-opt")],
+  chips: $("#chips"),
 };
 
 let language = pickLanguage();
@@ -95,6 +110,17 @@ function applyLanguage() {
   for (const el of document.querySelectorAll("[data-i18n-placeholder]")) el.placeholder = t(el.dataset.i18nPlaceholder);
   for (const b of ui.langs) b.setAttribute("aria-checked", String(b.dataset.lang === language));
   ui.mute.querySelector(".btn-label").textContent = sandra?.muted ? t("unmute") : t("mute");
+  ui.chips.replaceChildren(
+    ...t("chips").map(([label, question]) => {
+      const chip = document.createElement("button");
+      chip.type = "button";
+      chip.className = "chip";
+      chip.textContent = label;
+      chip.dataset.question = question;
+      chip.addEventListener("click", () => sendTyped(question));
+      return chip;
+    }),
+  );
   renderState();
 }
 

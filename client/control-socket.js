@@ -136,7 +136,7 @@ export class ControlSocket extends Emitter {
     if (message.type === "pong") {
       this.#lastPongAt = receivedAt;
       if (typeof message.t === "number") {
-        this.latency = Math.max(0, receivedAt - message.t);
+        this.latency = Math.round(Math.max(0, receivedAt - message.t) * 10) / 10;
         this.dispatch("latency", { latency: this.latency });
       }
     }

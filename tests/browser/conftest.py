@@ -1,0 +1,294 @@
+"""Real-browser fixtures: a Sandra server subprocess, the system Chromium, fake microphones.
+
+Chromium's fake capture device plays a WAV file in a loop as the microphone. The speech
+file is synthesised here with espeak-ng: a few seconds of silence (Sandra greets first),
+the guest's question once, then silence long enough that a test never hears it twice.
+Every browser and server started here is stopped by its fixture; all traffic is on
+127.0.0.1 with no STUN/TURN server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+OUTPUT = ROOT / "test-output"
+SCREENSHOTS = OUTPUT / "screenshots"
+CHROMIUM = os.environ.get("SANDRA_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+
+QUESTION = "What time is check-in?"
+LEAD_SILENCE_S = 5.0  # the greeting plays while the fake microphone is still silent
+TAIL_SILENCE_S = 14.0  # the file loops: the question comes back only after this
+
+SCRIPTED = {"SANDRA_STT_PROVIDER": "scripted", "SANDRA_LLM_PROVIDER": "scripted", "SANDRA_TTS_PROVIDER": "scripted"}
+OFFLINE = {"SANDRA_STT_PROVIDER": "local", "SANDRA_LLM_PROVIDER": "concierge", "SANDRA_TTS_PROVIDER": "espeak"}
+
+CHROMIUM_ARGS = [
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+
+# --- audio files ------------------------------------------------------------------------
+
+
+def _write_pcm_wav(path: Path, samples: Any, rate: int = 48000) -> None:
+    import wave
+
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(samples.tobytes())
+
+
+def _speech_pcm(text: str, rate: int, tmp: Path) -> Any:
+    """``text`` spoken by espeak-ng, resampled to ``rate`` Hz mono int16 with PyAV."""
+    import av
+    import numpy as np
+
+    raw = tmp / "espeak.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), text], check=True, capture_output=True)
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+    chunks = []
+    with av.open(str(raw)) as container:
+        for frame in container.decode(audio=0):
+            chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
+        chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
+    return np.concatenate(chunks).astype(np.int16)
+
+
+@pytest.fixture(scope="session")
+def fake_mics(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """{"speech": the question between silences, "silence": a silent microphone} (48 kHz WAVs)."""
+    import numpy as np
+
+    if not shutil.which("espeak-ng"):
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    tmp = tmp_path_factory.mktemp("mic")
+    rate = 48000
+    speech = _speech_pcm(QUESTION, rate, tmp)
+    lead = np.zeros(int(LEAD_SILENCE_S * rate), np.int16)
+    tail = np.zeros(int(TAIL_SILENCE_S * rate), np.int16)
+    files = {"speech": tmp / "speech.wav", "silence": tmp / "silence.wav"}
+    _write_pcm_wav(files["speech"], np.concatenate([lead, speech, tail]), rate)
+    _write_pcm_wav(files["silence"], np.zeros(rate * 10, np.int16), rate)
+    return files
+
+
+# --- server -----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _health(url: str) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"{url}/api/health", timeout=2) as response:
+            return json.load(response)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
+
+
+class SandraServer:
+    def __init__(self, url: str, health: dict[str, Any], log: Path) -> None:
+        self.url = url
+        self.health = health
+        self.log = log
+
+    @property
+    def providers(self) -> dict[str, str]:
+        return self.health.get("providers", {})
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def sandra_server(env: dict[str, str], name: str, *, startup_s: float = 60) -> Iterator[SandraServer]:
+    """``python -m server`` on a free loopback port with ``env`` added; stopped on exit."""
+    OUTPUT.mkdir(exist_ok=True)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = OUTPUT / f"browser-server-{name}.log"
+    full_env = {**os.environ, "SANDRA_WEBRTC_HOST_ADDRESSES": "127.0.0.1", **env}
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            env=full_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + startup_s
+            health = None
+            while health is None:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the server exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the server did not become healthy in {startup_s} s")
+                health = _health(url)
+                if health is None:
+                    time.sleep(0.1)  # waiting for a subprocess to listen: nothing to await
+            yield SandraServer(url, health, log)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="session")
+def scripted_server() -> Iterator[SandraServer]:
+    """A server with the scripted providers: any speech is "What time is check-in?"."""
+    with sandra_server(SCRIPTED, "scripted") as server:
+        yield server
+
+
+# --- browser ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def playwright_driver() -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    with sync_api.sync_playwright() as p:
+        yield p
+
+
+def launch_chromium(playwright: Any, microphone_wav: Path) -> Any:
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={microphone_wav}"],
+    )
+
+
+@pytest.fixture(scope="module")
+def quiet_browser(playwright_driver: Any, fake_mics: dict[str, Path]) -> Iterator[Any]:
+    """Chromium whose microphone hears silence: typed turns only, no voice turns."""
+    browser = launch_chromium(playwright_driver, fake_mics["silence"])
+    yield browser
+    browser.close()
+
+
+# --- page helpers -----------------------------------------------------------------------
+
+RECORDER = """() => {
+  window.__events = [];
+  window.sandra.on("*", (type, message) => {
+    if (type === "traffic" || type === "latency" || type === "remote-stream") return;
+    window.__events.push({ type, message, at: performance.now() });
+  });
+}"""
+
+
+def record_events(page: Any) -> None:
+    """Keep every SandraRealtime event in ``window.__events`` (traffic excluded)."""
+    page.evaluate(RECORDER)
+
+
+def events(page: Any, kind: str | None = None) -> list[dict[str, Any]]:
+    found = page.evaluate("window.__events.map(e => ({type: e.type, at: e.at, ...(e.message || {})}))")
+    return [e for e in found if kind is None or e["type"] == kind]
+
+
+def wait_event(page: Any, kind: str, where: str = "true", timeout: float = 15_000) -> dict[str, Any]:
+    """Wait for an event of ``kind`` whose message ``m`` satisfies the JS expression ``where``."""
+    handle = page.wait_for_function(
+        f"() => window.__events.find(e => e.type === {json.dumps(kind)} && ((m) => {where})(e.message || {{}}))",
+        timeout=timeout,
+    )
+    return handle.json_value()["message"]
+
+
+def page_errors(page: Any) -> list[str]:
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return errors
+
+
+def screenshot(page: Any, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), animations="disabled")
+    return path
+
+
+def open_page(browser: Any, url: str, **context_options: Any) -> tuple[Any, list[str]]:
+    """A fresh context and page at ``url``, ready, recording events. Returns (page, JS errors)."""
+    context = browser.new_context(**context_options)
+    page = context.new_page()
+    errors = page_errors(page)
+    page.goto(url)
+    page.wait_for_selector("body[data-ready=true]")
+    record_events(page)
+    return page, errors
+
+
+def close_page(page: Any, errors: list[str]) -> None:
+    """Hang up, close the context, and fail if the page threw an uncaught error."""
+    page.evaluate("window.sandra.endCall()")
+    page.context.close()
+    assert errors == [], f"uncaught errors in the page: {errors}"
+
+
+@pytest.fixture
+def call_page(quiet_browser: Any, scripted_server: SandraServer) -> Iterator[Any]:
+    """The call page, desktop-sized, on the scripted server, with events recorded."""
+    page, errors = open_page(quiet_browser, f"{scripted_server.url}/", viewport={"width": 1280, "height": 800})
+    yield page
+    close_page(page, errors)
+
+
+STATUS_SHAPE = {
+    "systemReady": bool,
+    "callActive": bool,
+    "socket": {"connected": bool, "authenticated": bool, "latency": (int, float, type(None))},
+    "webrtc": {"enabled": bool, "connected": bool},
+    "vad": {"enabled": bool, "analyzing": bool},
+    "avatar": {"enabled": bool, "animating": bool},
+    "audio": {"streamingEnabled": bool},
+}
+
+METRICS_KEYS = {"messagesSent", "messagesReceived", "audioChunksSent", "audioChunksReceived", "latency"}
+
+
+def assert_shape(value: Any, shape: Any, where: str = "getStatus()") -> None:
+    """``value`` has exactly the keys of ``shape`` with values of the given types."""
+    if isinstance(shape, dict):
+        assert isinstance(value, dict) and set(value) == set(shape), f"{where}: {value!r}"
+        for key, sub in shape.items():
+            assert_shape(value[key], sub, f"{where}.{key}")
+    else:
+        assert isinstance(value, shape), f"{where} is {value!r}"
