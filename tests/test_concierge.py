@@ -11,7 +11,7 @@ import pytest
 
 from server import config as config_module
 from server import knowledge
-from server.errors import ConfigError
+from server.errors import ConfigError, ProviderError
 from server.providers import create
 from server.providers.base import ChatMessage, LLMRequest
 from server.providers.concierge import Concierge, ConciergeLLM, detect_language
@@ -80,8 +80,8 @@ async def test_unknown_question_offers_to_ask_the_host_and_passes_it_on(llm: Con
     done = "".join(await ask(llm, question, offer, "Yes, please.", events=events))
     assert "passed your question on to Lucía" in done
     record = json.loads(inbox.read_text(encoding="utf-8"))
-    assert (record["question"], record["language"], record["via"]) == (question, "en", "concierge")
-    assert [(e["type"], e["name"], e["input"]["question"]) for e in events] == [("tool", "notify_host", question)]
+    assert (record["message"], record["language"], record["urgency"]) == (f"Question from the guest: {question}", "en", "normal")
+    assert [(e["type"], e["name"], e["input"]["message"]) for e in events] == [("tool", "notify_host", record["message"])]
 
 
 async def test_declining_the_offer_writes_nothing(llm: ConciergeLLM, inbox: Path) -> None:
@@ -155,3 +155,13 @@ def test_detect_language(text: str, default: str, expected: str) -> None:
 def test_core_without_a_user_turn_asks_again() -> None:
     reply = Concierge(KB).reply([], "es")
     assert reply.kind == "unheard" and reply.language == "es"
+
+
+async def test_unwritable_inbox_is_a_provider_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    config = config_module.load(llm={"host_inbox": str(tmp_path / "file" / "inbox.jsonl")})
+    llm = ConciergeLLM(config)
+    question = "Can you book me a massage?"
+    offer = "".join(await ask(llm, question))
+    with pytest.raises(ProviderError, match="host inbox"):
+        await ask(llm, question, offer, "yes")

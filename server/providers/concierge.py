@@ -19,6 +19,7 @@ from typing import Literal
 
 from .. import knowledge
 from ..config import Config
+from ..errors import ProviderError
 from .base import LLM, ChatMessage, LLMRequest
 
 # Below this search score, the knowledge base is taken not to know the answer.
@@ -214,21 +215,27 @@ class ConciergeLLM(LLM):
     async def reply(self, request: LLMRequest) -> AsyncIterator[str]:
         reply = self._concierge.reply(request.history, request.language)
         if reply.host_question is not None:
-            record = {
-                "time": datetime.now(UTC).isoformat(timespec="seconds"),
-                "question": reply.host_question,
-                "language": reply.language,
-                "via": self.name,
-            }
-            await asyncio.get_running_loop().run_in_executor(None, _append_line, self._inbox, record)
-            request.notify({"type": "tool", "name": "notify_host", "input": record})
+            await self._notify_host(reply, request)
         pieces = re.findall(r"\S+\s*", reply.text)
         for i, piece in enumerate(pieces):
             if i:
                 await asyncio.sleep(0)
             yield piece
 
+    async def _notify_host(self, reply: Reply, request: LLMRequest) -> None:
+        """Append the guest's question to the host inbox, in the same format as the
+        Anthropic provider's ``notify_host`` tool."""
+        message = f"Question from the guest: {reply.host_question}"
+        request.notify({"type": "tool", "name": "notify_host", "input": {"message": message, "urgency": "normal"}})
+        entry = {"time": datetime.now(UTC).isoformat(timespec="seconds"), "urgency": "normal",
+                 "message": message, "language": reply.language}
+        try:
+            await asyncio.to_thread(_append_line, self._inbox, json.dumps(entry, ensure_ascii=False))
+        except OSError as exc:
+            raise ProviderError(self.name, f"cannot write the host inbox {self._inbox}: {exc}") from None
 
-def _append_line(path: Path, record: dict[str, str]) -> None:
+
+def _append_line(path: Path, line: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        f.write(line + "\n")

@@ -274,6 +274,9 @@ class EspeakTTS(SentenceTTS):
 
     async def synthesize(self, text: str, language: str) -> AsyncIterator[TTSChunk]:
         loop = asyncio.get_running_loop()
+        # Unbounded on purpose: espeak-ng runs hundreds of times faster than real time, so a
+        # sentence is in memory (a few hundred kB) within milliseconds whatever we do, and
+        # holding the one espeak thread back for a slow consumer would stall every call.
         queue: asyncio.Queue[_Piece | None] = asyncio.Queue()
         job = _Job(loop, queue)
         key, voice = self._voice(language)
