@@ -292,3 +292,19 @@ async def test_first_token_timeout(fake, make_llm):
     assert info.value.retryable
     assert loop.time() - started < 3
     await fake.until(lambda: fake.anthropic.requests[0].client_closed, what="the timed-out stream to be closed")
+
+
+async def test_a_connection_cut_mid_stream_is_a_provider_error(fake, llm):
+    fake.anthropic.script(Reply("One two three four five", drop_after=2))
+    got: list[str] = []
+    with pytest.raises(ProviderError, match="connection broke") as info:
+        async for piece in llm.reply(ask("count")):
+            got.append(piece)
+    assert "".join(got) == "One two" and info.value.retryable
+    assert len(fake.anthropic.requests) == 1
+
+
+async def test_a_connection_cut_before_the_first_token_is_retried(fake, llm):
+    fake.anthropic.script(Reply("lost", drop_after=0), Reply("Back again."))
+    assert "".join(await collect(llm, ask("hi"))) == "Back again."
+    assert len(fake.anthropic.requests) == 2

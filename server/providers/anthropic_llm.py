@@ -28,6 +28,11 @@ from typing import Any
 
 import anthropic
 
+try:  # the HTTP library of the SDK: its errors escape from a stream that breaks mid-body
+    import httpx2 as sdk_http  # anthropic 2.x
+except ImportError:  # pragma: no cover
+    import httpx as sdk_http  # type: ignore[no-redef]  # anthropic < 2
+
 from .. import knowledge
 from ..config import Config
 from ..errors import ProviderError
@@ -200,13 +205,13 @@ class AnthropicLLM(LLM):
                 try:
                     async with contextlib.AsyncExitStack() as stack:
                         deadline = asyncio.get_running_loop().time() + self._llm.first_token_timeout_s
-                        stream, events = await self._open(client, params, stack, deadline)
+                        stream = await self._open(client, params, stack, deadline)
                         first = True
                         while True:
                             if first:
-                                event = await self._first_event(events, deadline)
+                                event = await self._first_event(stream, deadline)
                             else:
-                                event = await anext(events, None)
+                                event = await anext(stream, None)
                             if event is None:
                                 break
                             if event.type in ("content_block_start", "content_block_delta"):
@@ -219,7 +224,8 @@ class AnthropicLLM(LLM):
                                 yielded = True
                                 yield piece
                         final = await stream.get_final_message()
-                except anthropic.APIError as exc:
+                        log.debug("anthropic: round %d: %s, usage %s", round_no, final.stop_reason, final.usage)
+                except (anthropic.APIError, sdk_http.HTTPError) as exc:
                     error = self._error(exc)
                     if yielded or not error.retryable or attempt >= self._llm.max_retries:
                         raise error from None
@@ -237,18 +243,19 @@ class AnthropicLLM(LLM):
     # --- streaming helpers ---------------------------------------------------------------
 
     async def _open(self, client: anthropic.AsyncAnthropic, params: dict[str, Any],
-                    stack: contextlib.AsyncExitStack, deadline: float) -> tuple[Any, AsyncIterator[Any]]:
+                    stack: contextlib.AsyncExitStack, deadline: float) -> Any:
+        """The opened ``AsyncMessageStream`` (its own async iterator of events)."""
         try:
             async with asyncio.timeout_at(deadline):
                 stream = await stack.enter_async_context(client.messages.stream(**params))
         except TimeoutError:
             raise self._timeout() from None
-        return stream, stream  # AsyncMessageStream is its own async iterator (__anext__)
+        return stream
 
-    async def _first_event(self, events: AsyncIterator[Any], deadline: float) -> Any:
+    async def _first_event(self, stream: Any, deadline: float) -> Any:
         try:
             async with asyncio.timeout_at(deadline):
-                return await anext(events, None)
+                return await anext(stream, None)
         except TimeoutError:
             raise self._timeout() from None
 
@@ -257,7 +264,9 @@ class AnthropicLLM(LLM):
             "anthropic", f"no first token within {self._llm.first_token_timeout_s:g} s", retryable=True
         )
 
-    def _error(self, exc: anthropic.APIError) -> ProviderError:
+    def _error(self, exc: anthropic.APIError | sdk_http.HTTPError) -> ProviderError:
+        if isinstance(exc, sdk_http.HTTPError):
+            return ProviderError("anthropic", f"the connection broke ({type(exc).__name__})", retryable=True)
         if isinstance(exc, anthropic.AuthenticationError):
             return ProviderError("anthropic", "the API rejected ANTHROPIC_API_KEY (401): check the key")
         if isinstance(exc, anthropic.PermissionDeniedError):
@@ -276,7 +285,7 @@ class AnthropicLLM(LLM):
         return ProviderError("anthropic", type(exc).__name__)
 
     @staticmethod
-    def _backoff(exc: anthropic.APIError, attempt: int) -> float:
+    def _backoff(exc: anthropic.APIError | sdk_http.HTTPError, attempt: int) -> float:
         if isinstance(exc, anthropic.APIStatusError):
             header = exc.response.headers.get("retry-after")
             try:

@@ -47,6 +47,7 @@ class Reply:
     status: int | None = None  # answer this HTTP error instead of a stream (401, 429, 500, 529)
     retry_after: float | None = None  # retry-after header on an error status
     error_after: int | None = None  # an overloaded_error event after this many text deltas
+    drop_after: int | None = None  # cut the TCP connection after this many text deltas
     first_token_delay: float | None = None  # seconds; None: the fake's default
     delta_delay: float | None = None
 
@@ -144,7 +145,7 @@ class AnthropicFake:
         )
         await response.prepare(request)
         try:
-            await self._stream(response, rec.body, reply)
+            await self._stream(request, response, rec.body, reply)
             rec.completed = True
         except ConnectionResetError:  # a write to a connection the client closed
             rec.client_closed = True
@@ -157,7 +158,8 @@ class AnthropicFake:
         self._changes.changed()
         return response
 
-    async def _stream(self, response: web.StreamResponse, body: dict[str, Any], reply: Reply) -> None:
+    async def _stream(self, request: web.Request, response: web.StreamResponse, body: dict[str, Any],
+                      reply: Reply) -> None:
         async def send(event: str, data: dict[str, Any]) -> None:
             await response.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
 
@@ -185,6 +187,10 @@ class AnthropicFake:
             for n, piece in enumerate(pieces):
                 if reply.error_after is not None and n == reply.error_after:
                     await send("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+                    return
+                if reply.drop_after is not None and n == reply.drop_after:
+                    if request.transport is not None:
+                        request.transport.abort()  # no final chunk: the body just stops
                     return
                 if n and delta_delay:
                     await asyncio.sleep(delta_delay)
