@@ -80,6 +80,31 @@ def features(text: str) -> tuple[Counter[str], Counter[str]]:
     return words, chars
 
 
+# --- language -------------------------------------------------------------------------
+
+_ES_WORDS = frozenset(
+    "que el la los las de del es hay donde como cual cuando puedo puedes podemos por para una unos "
+    "esta estan tengo tiene quiero hola gracias buenos buenas dias tardes noches adios hasta luego "
+    "si vale claro perfecto muy bien con mi piso llaves playa entrada salida hora contrasena".split()
+)
+_EN_WORDS = frozenset(
+    "the is what where how can could do does you my are there to of and hello hi thanks thank please "
+    "yes yeah when which have has we our it this that good morning bye goodbye key keys flat time".split()
+)
+
+
+def detect_language(text: str, default: str) -> str:
+    """"es" or "en" when ``text`` is clearly one of them, else ``default``."""
+    words = tokens(text)
+    es = sum(w in _ES_WORDS for w in words) + (2 if re.search(r"[¿¡ñ]", text) else 0)
+    en = sum(w in _EN_WORDS for w in words)
+    if es >= en + 2 or (es and not en and len(words) <= 2):
+        return "es"
+    if en >= es + 2 or (en and not es and len(words) <= 2):
+        return "en"
+    return default
+
+
 # --- data -----------------------------------------------------------------------------
 
 

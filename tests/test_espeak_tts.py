@@ -68,6 +68,16 @@ async def test_spanish_voice(tts: EspeakTTS) -> None:
     assert hola_en.shape != hola_es.shape or not np.array_equal(hola_en, hola_es)
 
 
+async def test_a_clearly_spanish_sentence_gets_the_spanish_voice_on_an_english_stream(tts: EspeakTTS) -> None:
+    sentence = "La entrada es a partir de las tres de la tarde."
+    on_en, on_es = await speak(tts, sentence, "en"), await speak(tts, sentence, "es")
+    assert len(audio_of(on_en)) == pytest.approx(len(audio_of(on_es)), rel=0.05)
+    assert [v.id for c in on_en for v in c.visemes] == [v.id for c in on_es for v in c.visemes]
+    english = "Check-in is from three in the afternoon."
+    ids_on = {lang: [v.id for c in await speak(tts, english, lang) for v in c.visemes] for lang in ("en", "es")}
+    assert ids_on["es"] == ids_on["en"]
+
+
 async def test_reply_stream_puts_sentences_on_one_timeline(tts: EspeakTTS) -> None:
     stream = tts.open("en")
     await stream.send("Hello there.")

@@ -7,7 +7,8 @@ process-global and not thread-safe, so every synthesis in the process runs on on
 dedicated thread (:class:`_Engine`, created once), one text at a time. The callback
 pushes audio to the event loop as it is produced, so the first chunk is out long before
 the sentence is done; when the consumer stops iterating (barge-in) the callback returns
-1 and espeak-ng aborts.
+1 and espeak-ng aborts. The voice follows the stream's language, unless a sentence is
+clearly in the other one.
 
 espeak-ng is a system library: on Debian, ``apt-get install espeak-ng``.
 """
@@ -25,6 +26,7 @@ from typing import Any
 from .. import visemes
 from ..config import Config
 from ..errors import ConfigError, ProviderError
+from ..knowledge import detect_language
 from .base import SentenceTTS, TTSChunk, Viseme
 
 LIBRARY = "libespeak-ng.so.1"
@@ -279,7 +281,9 @@ class EspeakTTS(SentenceTTS):
         # holding the one espeak thread back for a slow consumer would stall every call.
         queue: asyncio.Queue[_Piece | None] = asyncio.Queue()
         job = _Job(loop, queue)
-        key, voice = self._voice(language)
+        # A sentence clearly in the other language (the concierge answers a Spanish question
+        # in Spanish even on an English call) is read by that language's voice.
+        key, voice = self._voice(detect_language(text, language))
         future = loop.run_in_executor(
             self._engine.executor, self._engine.synth, job, text, voice, key, self._config.rate_wpm
         )
