@@ -204,3 +204,5 @@ async def test_silence_from_cartesia_falls_back(fake, tts):
     chunks = await speak(tts, ONE)
     assert {c.sample_rate for c in chunks} == {22050}
     assert "".join(c.text for c in chunks) == ONE
+    (ctx,) = fake.tts.contexts.values()
+    await fake.until(lambda: ctx.cancelled, what="the stalled context to be cancelled")

@@ -375,7 +375,9 @@ class CartesiaStream(TTSStream):
                 return
             elif kind in ("error", "_failed", _CLOSED["type"]):
                 reason = message.get("reason") or self._describe(message)
-                async with contextlib.aclosing(self._fall_back(reason, audio_ms)) as chunks:
+                # Cartesia ended the context itself unless we gave up waiting on it.
+                cancel = kind == "_failed" and self._socket is not None
+                async with contextlib.aclosing(self._fall_back(reason, audio_ms, cancel)) as chunks:
                     async for chunk in chunks:
                         yield chunk
                 return
@@ -390,10 +392,14 @@ class CartesiaStream(TTSStream):
         hint = " (set [tts] model to a current model, e.g. sonic-3.5)" if code == "model_sunsetted" else ""
         return f"cartesia: {code}: {str(text)[:200]}{hint}"
 
-    async def _fall_back(self, reason: str, offset_ms: float) -> AsyncIterator[TTSChunk]:
+    async def _fall_back(self, reason: str, offset_ms: float, cancel: bool) -> AsyncIterator[TTSChunk]:
         self._failed = True
-        if self._socket is not None:
-            self._socket.unroute(self._context_id)
+        socket = self._socket
+        if socket is not None:
+            socket.unroute(self._context_id)
+            if cancel and not socket.closed:
+                with contextlib.suppress(aiohttp.ClientError, ConnectionResetError):
+                    await socket.send({"context_id": self._context_id, "cancel": True})
         log.error("%s; this reply is spoken by the offline voice", reason)
         fallback = await self._tts.fallback()
         async with self._lock:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ API_KEY = "sk_car_fake_key_0123456789"
 VOICE_ID = "a0e99841-438c-4a64-b679-ae501e7d6091"
 MODELS = ("sonic-3.5", "sonic-3", "sonic-2")
 SUNSET = ("sonic", "sonic-english", "sonic-multilingual")
+LANGUAGES = ("en", "es", "fr", "de", "it", "pt", "nl", "pl", "ru", "ja", "ko", "zh", "hi", "sv", "tr")
 RATES = (8000, 16000, 22050, 24000, 44100, 48000)
 # Crude letter -> IPA, enough for visemes to come out of the fake's phoneme timestamps.
 _IPA = {"c": "k", "q": "k", "y": "j", "x": "ks", "j": "x", "ñ": "ɲ", "r": "ɾ", "h": "h"}
@@ -37,8 +39,10 @@ def _handshake_problem(request: web.Request, api_key: str) -> web.Response | Non
     key = request.headers.get("X-API-Key") or request.query.get("api_key")
     if key != api_key:
         return web.json_response({"error": "Invalid API key", "status_code": 401}, status=401)
-    if not (request.headers.get("Cartesia-Version") or request.query.get("cartesia_version")):
-        return web.json_response({"error": "Cartesia-Version header is required", "status_code": 400}, status=400)
+    version = request.headers.get("Cartesia-Version") or request.query.get("cartesia_version") or ""
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", version):
+        return web.json_response({"error": "A dated Cartesia-Version header is required", "status_code": 400},
+                                 status=400)
     return None
 
 
@@ -282,6 +286,8 @@ def _validate_generation(data: dict[str, Any]) -> tuple[str, str, str] | None:
         return ("Invalid model", f"Unknown model_id {model!r}.", "invalid_model")
     if not isinstance(data.get("transcript"), str):
         return ("Invalid request", "transcript is required.", "invalid_request")
+    if data.get("language", "en") not in LANGUAGES:
+        return ("Invalid language", f"Language {data.get('language')!r} is not supported.", "invalid_language")
     voice = data.get("voice")
     if not isinstance(voice, dict) or voice.get("mode") != "id" or not voice.get("id"):
         return ("Invalid voice", "voice must be {\"mode\": \"id\", \"id\": \"<voice id>\"}.", "invalid_voice")
