@@ -30,7 +30,8 @@ UTTERANCES = [
     "What time is check-in?",
     "Is there a supermarket nearby?",
     "Where can I park the car?",
-    "Hi Sandra, we have just arrived. Could you tell me the password for the internet, and where we can leave the car tonight?",
+    "Hi Sandra, we have just arrived. Could you tell me the password for the internet, "
+    "and where we can leave the car tonight?",
 ]
 TYPICAL_SENTENCE = "Check-in is from 3 pm, and you can leave your luggage in the flat from noon."
 
@@ -44,9 +45,11 @@ def rss_mb() -> float:
 
 def to_16k(pcm: bytes, rate: int) -> bytes:
     resampler = av.AudioResampler(format="s16", layout="mono", rate=STT_RATE)
-    frame = av.AudioFrame.from_ndarray(np.frombuffer(pcm, dtype="<i2").reshape(1, -1), format="s16", layout="mono")
+    samples = np.frombuffer(pcm, dtype="<i2").reshape(1, -1)
+    frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
     frame.sample_rate = rate
-    return b"".join(f.to_ndarray().astype("<i2").tobytes() for f in resampler.resample(frame) + resampler.resample(None))
+    frames = resampler.resample(frame) + resampler.resample(None)
+    return b"".join(f.to_ndarray().astype("<i2").tobytes() for f in frames)
 
 
 async def timed(make: Callable[[], Awaitable[object]], repeat: int) -> tuple[float, object]:
@@ -122,8 +125,8 @@ async def main(repeat: int) -> None:
         total_audio += seconds_audio
         total_time += seconds
         heard = getattr(transcript, "text", "")
-        rows.append((f"whisper: {seconds_audio:.1f} s utterance", f"{seconds * 1000:.0f} ms, RTF {seconds / seconds_audio:.2f}  "
-                     f"heard {heard[:48]!r}"))
+        result = f"{seconds * 1000:.0f} ms, RTF {seconds / seconds_audio:.2f}  heard {heard[:48]!r}"
+        rows.append((f"whisper: {seconds_audio:.1f} s utterance", result))
     rows.append(("whisper: overall", f"{total_time / total_audio:.2f} s per second of speech"))
     rows.append(("RSS: after transcribing", f"{rss_mb():.0f} MB"))
     await stt.aclose()

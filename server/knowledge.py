@@ -309,5 +309,6 @@ def _by_language(table: Mapping[str, Any], key: str, where: str, kind: type) -> 
         elif kind is tuple and isinstance(value, list) and all(isinstance(v, str) for v in value):
             out[lang] = tuple(value)
         else:
-            raise ValueError(f"{where}: {key}.{lang} is missing or not a {'string' if kind is str else 'list of strings'}")
+            expected = "a string" if kind is str else "a list of strings"
+            raise ValueError(f"{where}: {key}.{lang} is missing or not {expected}")
     return out

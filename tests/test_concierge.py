@@ -80,8 +80,9 @@ async def test_unknown_question_offers_to_ask_the_host_and_passes_it_on(llm: Con
     done = "".join(await ask(llm, question, offer, "Yes, please.", events=events))
     assert "passed your question on to Lucía" in done
     record = json.loads(inbox.read_text(encoding="utf-8"))
-    assert (record["message"], record["language"], record["urgency"]) == (f"Question from the guest: {question}", "en", "normal")
-    assert [(e["type"], e["name"], e["input"]["message"]) for e in events] == [("tool", "notify_host", record["message"])]
+    message = f"Question from the guest: {question}"
+    assert (record["message"], record["language"], record["urgency"]) == (message, "en", "normal")
+    assert [(e["type"], e["name"], e["input"]["message"]) for e in events] == [("tool", "notify_host", message)]
 
 
 async def test_declining_the_offer_writes_nothing(llm: ConciergeLLM, inbox: Path) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+from faster_whisper import WhisperModel
 
 from server import config as config_module
 from server import knowledge
@@ -21,12 +23,13 @@ CONFIG = config_module.load(stt={"provider": "local"})
 
 
 @pytest.fixture(scope="module")
-def model():  # type: ignore[no-untyped-def]
+def model() -> WhisperModel:
+    """Loaded once for the module, shared like the server shares it between calls."""
     return load_model(CONFIG)
 
 
 @pytest.fixture
-async def stt(model) -> LocalWhisperSTT:  # type: ignore[no-untyped-def]
+async def stt(model: WhisperModel) -> AsyncIterator[LocalWhisperSTT]:
     stt = LocalWhisperSTT(CONFIG, model=model)
     yield stt
     await stt.aclose()
@@ -34,7 +37,8 @@ async def stt(model) -> LocalWhisperSTT:  # type: ignore[no-untyped-def]
 
 def resample_to_16k(pcm: bytes, rate: int) -> bytes:
     resampler = av.AudioResampler(format="s16", layout="mono", rate=STT_RATE)
-    frame = av.AudioFrame.from_ndarray(np.frombuffer(pcm, dtype="<i2").reshape(1, -1), format="s16", layout="mono")
+    samples = np.frombuffer(pcm, dtype="<i2").reshape(1, -1)
+    frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
     frame.sample_rate = rate
     out = resampler.resample(frame) + resampler.resample(None)
     return b"".join(f.to_ndarray().astype("<i2").tobytes() for f in out)
@@ -84,7 +88,7 @@ async def test_spanish_request_on_an_english_model_still_transcribes(stt: LocalW
     assert "park" in transcript.text.lower()
 
 
-async def test_concurrent_calls_queue_and_all_finish(model) -> None:  # type: ignore[no-untyped-def]
+async def test_concurrent_calls_queue_and_all_finish(model: WhisperModel) -> None:
     stt = LocalWhisperSTT(config_module.load(stt={"max_concurrency": 1}), model=model)
     texts = ["What time is check-in?", "Where is the beach?", "What is the password for the internet?"]
     pcms = [await spoken(t) for t in texts]

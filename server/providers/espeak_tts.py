@@ -177,7 +177,9 @@ class _Engine:
             AUDIO_OUTPUT_SYNCHRONOUS, 0, None, INITIALIZE_PHONEME_EVENTS | INITIALIZE_PHONEME_IPA
         )
         if rate <= 0:
-            raise ProviderError("espeak", "espeak_Initialize failed: is espeak-ng-data installed? (apt-get install espeak-ng)")
+            raise ProviderError(
+                "espeak", "espeak_Initialize failed: is espeak-ng-data installed? (apt-get install espeak-ng)"
+            )
         self._lib.espeak_SetSynthCallback(self._callback)
         self.sample_rate = rate
 
@@ -207,7 +209,8 @@ class _Engine:
             data = text.encode("utf-8") + b"\0"
             self._job = job
             try:
-                err = self._lib.espeak_Synth(data, len(data), 0, POS_CHARACTER, 0, CHARS_UTF8 | ENDPAUSE, None, None)
+                flags = CHARS_UTF8 | ENDPAUSE  # ENDPAUSE: the pause after a sentence
+                err = self._lib.espeak_Synth(data, len(data), 0, POS_CHARACTER, 0, flags, None, None)
             finally:
                 self._job = None
         if job.error is not None:

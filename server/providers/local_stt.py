@@ -88,7 +88,8 @@ def load_model(config: Config) -> WhisperModel:
             local_files_only=True,
         )
     except (ValueError, RuntimeError) as exc:
-        raise ConfigError(f"[stt] model = {stt.model!r} (compute_type {stt.compute_type!r}): cannot load it: {exc}") from None
+        where = f"[stt] model = {stt.model!r} (compute_type {stt.compute_type!r})"
+        raise ConfigError(f"{where}: cannot load it: {exc}") from None
 
 
 class LocalWhisperSTT(BatchSTT):
