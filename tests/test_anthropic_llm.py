@@ -115,6 +115,10 @@ def test_history_is_bounded_by_turns_and_tokens():
     assert all(a != b for a, b in zip(roles, roles[1:]))
 
 
+async def test_greeting_comes_from_the_knowledge_base(llm):
+    assert llm.greeting("es") == "Hola, soy Sandra."
+
+
 def test_history_without_a_guest_message_is_an_error():
     with pytest.raises(ProviderError, match="no message from the guest"):
         build_messages([ChatMessage("assistant", "Hi")], 12, 4000)

@@ -170,6 +170,10 @@ class AnthropicLLM(LLM):
         if client is not None:
             await client.close()
 
+    def greeting(self, language: str) -> str:
+        """The property's own greeting from the knowledge base, once it is loaded."""
+        return self._kb.greeting(language) if self._kb is not None else super().greeting(language)
+
     def _knowledge(self) -> knowledge.KnowledgeBase:
         if self._kb is None:
             self._kb = knowledge.load(self._config.path(self._config.knowledge.file))

@@ -217,10 +217,11 @@ class CartesiaTTS(TTS):
             "add_phoneme_timestamps": True,
         }
 
-    async def socket(self, fresh: bool = False) -> _Socket:
-        """The shared socket, (re)connected if Cartesia closed it. Raises ProviderError."""
+    async def socket(self, broken: _Socket | None = None) -> _Socket:
+        """The shared socket, (re)connected if Cartesia closed it (or it is ``broken``).
+        Raises ProviderError."""
         async with self._lock:
-            if self._socket is not None and (fresh or self._socket.closed):
+            if self._socket is not None and (self._socket is broken or self._socket.closed):
                 old, self._socket = self._socket, None
                 await old.aclose()
             if self._socket is None:
@@ -327,7 +328,7 @@ class CartesiaStream(TTSStream):
         except (aiohttp.ClientError, ConnectionResetError):
             # Idle-closed under our feet: the context had not started, try one fresh socket.
             socket.unroute(self._context_id)
-            socket = await self._tts.socket(fresh=True)
+            socket = await self._tts.socket(broken=socket)
             socket.route(self._context_id, self._queue)
             await socket.send(message)
         self._socket = socket
