@@ -169,7 +169,9 @@ async def test_notify_host_round_trip(fake, llm, tmp_path):
     assert second.status == 200  # the fake accepted the tool_use / tool_result pairing
     assistant, result = second.body["messages"][-2:]
     assert assistant["content"][1] == {"type": "tool_use", "id": call.id, "name": "notify_host", "input": call.input}
-    assert result["content"] == [{"type": "tool_result", "tool_use_id": call.id, "content": "The host has been notified."}]
+    assert result["content"] == [
+        {"type": "tool_result", "tool_use_id": call.id, "content": "The host has been notified."}
+    ]
 
 
 async def test_lookup_knowledge_round_trip(fake, llm):

@@ -81,7 +81,10 @@ TOOLS: list[dict[str, Any]] = [
         "input_schema": {
             "type": "object",
             "properties": {
-                "message": {"type": "string", "description": "What the host should know or do, in one or two sentences."},
+                "message": {
+                    "type": "string",
+                    "description": "What the host should know or do, in one or two sentences.",
+                },
                 "urgency": {"type": "string", "enum": list(URGENCIES)},
             },
             "required": ["message"],

@@ -81,7 +81,8 @@ class CartesiaSTT(STT):
             raise ProviderError("cartesia", f"STT handshake failed (HTTP {exc.status})",
                                 retryable=exc.status == 429 or exc.status >= 500) from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise ProviderError("cartesia", f"cannot connect to {self._url}: {type(exc).__name__}", retryable=True) from None
+            reason = f"cannot connect to {self._url}: {type(exc).__name__}"
+            raise ProviderError("cartesia", reason, retryable=True) from None
 
 
 class CartesiaSTTStream(STTStream):

@@ -242,7 +242,8 @@ class CartesiaTTS(TTS):
                 raise ProviderError("cartesia", f"Cartesia rejected CARTESIA_API_KEY (HTTP {exc.status})") from None
             raise ProviderError("cartesia", f"WebSocket handshake failed (HTTP {exc.status})", retryable=True) from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise ProviderError("cartesia", f"cannot connect to {self._url}: {type(exc).__name__}", retryable=True) from None
+            reason = f"cannot connect to {self._url}: {type(exc).__name__}"
+            raise ProviderError("cartesia", reason, retryable=True) from None
         self.connections += 1
         return ws
 
@@ -413,7 +414,8 @@ class CartesiaStream(TTSStream):
         async with contextlib.aclosing(aiter(stream)) as chunks:  # type: ignore[type-var]
             async for chunk in chunks:
                 if chunk.visemes and offset_ms:
-                    chunk = TTSChunk(chunk.pcm, chunk.sample_rate, tuple(visemes.shift(chunk.visemes, offset_ms)), chunk.text)
+                    shifted = tuple(visemes.shift(chunk.visemes, offset_ms))
+                    chunk = TTSChunk(chunk.pcm, chunk.sample_rate, shifted, chunk.text)
                 yield chunk
 
     async def aclose(self) -> None:

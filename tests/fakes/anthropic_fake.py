@@ -106,7 +106,8 @@ class AnthropicFake:
 
     # --- handler ----------------------------------------------------------------------
 
-    def _error(self, rec: AnthropicRequest, status: int, message: str, retry_after: float | None = None) -> web.Response:
+    def _error(self, rec: AnthropicRequest, status: int, message: str,
+               retry_after: float | None = None) -> web.Response:
         rec.status = status
         self._changes.changed()
         headers = {"retry-after": str(retry_after)} if retry_after is not None else None
@@ -136,8 +137,10 @@ class AnthropicFake:
         else:
             reply = self.default_reply
         if reply.status is not None:
-            messages = {401: "invalid x-api-key", 429: "Number of requests has exceeded your rate limit", 529: "Overloaded"}
-            return self._error(rec, reply.status, messages.get(reply.status, "Internal server error"), reply.retry_after)
+            messages = {401: "invalid x-api-key", 429: "Number of requests has exceeded your rate limit",
+                        529: "Overloaded"}
+            message = messages.get(reply.status, "Internal server error")
+            return self._error(rec, reply.status, message, reply.retry_after)
 
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
@@ -163,6 +166,8 @@ class AnthropicFake:
         async def send(event: str, data: dict[str, Any]) -> None:
             await response.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
 
+        overloaded = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+
         first_delay = self.first_token_delay if reply.first_token_delay is None else reply.first_token_delay
         delta_delay = self.delta_delay if reply.delta_delay is None else reply.delta_delay
         input_tokens = sum(len(json.dumps(m)) for m in body["messages"]) // 4
@@ -186,7 +191,7 @@ class AnthropicFake:
                                                "content_block": {"type": "text", "text": ""}})
             for n, piece in enumerate(pieces):
                 if reply.error_after is not None and n == reply.error_after:
-                    await send("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+                    await send("error", overloaded)
                     return
                 if reply.drop_after is not None and n == reply.drop_after:
                     if request.transport is not None:
@@ -200,7 +205,7 @@ class AnthropicFake:
             await send("content_block_stop", {"type": "content_block_stop", "index": index})
             index += 1
         if reply.error_after is not None and reply.error_after >= len(pieces):
-            await send("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+            await send("error", overloaded)
             return
         for call in reply.tool_calls:
             await send("content_block_start", {"type": "content_block_start", "index": index,
@@ -208,8 +213,8 @@ class AnthropicFake:
                                                                  "name": call.name, "input": {}}})
             raw = json.dumps(call.input)
             for k in range(0, len(raw), 12):  # input arrives as partial JSON, like the real API
-                await send("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                   "delta": {"type": "input_json_delta", "partial_json": raw[k:k + 12]}})
+                delta = {"type": "input_json_delta", "partial_json": raw[k:k + 12]}
+                await send("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
             await send("content_block_stop", {"type": "content_block_stop", "index": index})
             index += 1
             output_tokens += len(raw) // 4
@@ -252,7 +257,8 @@ def validate(body: Any) -> str | None:
             if not isinstance(schema, dict) or schema.get("type") != "object":
                 return f"tools.{i}.input_schema: Input should be an object schema"
     choice = body.get("tool_choice")
-    if choice is not None and (not isinstance(choice, dict) or choice.get("type") not in ("auto", "any", "tool", "none")):
+    choices = ("auto", "any", "tool", "none")
+    if choice is not None and (not isinstance(choice, dict) or choice.get("type") not in choices):
         return "tool_choice: Input tag does not match any of the expected tags: 'auto', 'any', 'tool', 'none'"
     return _validate_messages(body.get("messages"), model, bool(tools))
 
@@ -288,8 +294,10 @@ def _validate_messages(messages: Any, model: str, have_tools: bool) -> str | Non
         content = message.get("content")
         if isinstance(content, str):
             if not content:
-                return f"messages.{i}: user messages must have non-empty content" if role == "user" else \
-                    f"messages.{i}: all messages must have non-empty content except for the optional final assistant message"
+                if role == "user":
+                    return f"messages.{i}: user messages must have non-empty content"
+                return (f"messages.{i}: all messages must have non-empty content except for the optional final "
+                        "assistant message")
             blocks: list[Any] = []
         elif isinstance(content, list) and content:
             blocks = content

@@ -46,7 +46,8 @@ def _handshake_problem(request: web.Request, api_key: str) -> web.Response | Non
     return None
 
 
-def error_message(title: str, message: str, error_code: str, status: int = 400, context_id: str | None = None) -> dict[str, Any]:
+def error_message(title: str, message: str, error_code: str, status: int = 400,
+                  context_id: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"type": "error", "title": title, "message": message, "error_code": error_code,
                            "status_code": status, "done": True, "request_id": uuid.uuid4().hex}
     if context_id is not None:
@@ -139,7 +140,8 @@ class CartesiaTTSFake:
                 if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                     break
                 if msg.type != WSMsgType.TEXT:
-                    await send(error_message("Invalid message", "Only JSON text messages are accepted.", "invalid_request"))
+                    await send(error_message("Invalid message", "Only JSON text messages are accepted.",
+                                             "invalid_request"))
                     continue
                 try:
                     data = json.loads(msg.data)
@@ -281,7 +283,8 @@ class CartesiaTTSFake:
 def _validate_generation(data: dict[str, Any]) -> tuple[str, str, str] | None:
     model = data.get("model_id")
     if model in SUNSET:
-        return ("Model sunsetted", f"The model '{model}' has been sunsetted. Use sonic-3.5 or sonic-3.", "model_sunsetted")
+        return ("Model sunsetted", f"The model '{model}' has been sunsetted. Use sonic-3.5 or sonic-3.",
+                "model_sunsetted")
     if model not in MODELS:
         return ("Invalid model", f"Unknown model_id {model!r}.", "invalid_model")
     if not isinstance(data.get("transcript"), str):
@@ -354,7 +357,8 @@ class CartesiaSTTFake:
         if problem:
             return problem
         q = request.query
-        if q.get("model") != "ink-whisper" or q.get("encoding") != "pcm_s16le" or not q.get("sample_rate", "").isdigit():
+        valid = q.get("model") == "ink-whisper" and q.get("encoding") == "pcm_s16le"
+        if not valid or not q.get("sample_rate", "").isdigit():
             return web.json_response({"error": "model=ink-whisper, encoding and sample_rate are required",
                                       "status_code": 400}, status=400)
         rate = int(q["sample_rate"])
@@ -392,8 +396,9 @@ class CartesiaSTTFake:
                             await asyncio.sleep(self.delay)
                         if self.error_on_finalize is not None:
                             e = self.error_on_finalize
-                            await ws.send_json(error_message(e.get("title", "Error"), e.get("message", "failed"),
-                                                             e.get("error_code", "internal_error"), e.get("status", 500)))
+                            await ws.send_json(error_message(
+                                e.get("title", "Error"), e.get("message", "failed"),
+                                e.get("error_code", "internal_error"), e.get("status", 500)))
                             continue
                         duration = len(conn.audio) / 2 / rate
                         for part in self._finals():
