@@ -31,7 +31,7 @@ SCREENSHOTS = OUTPUT / "screenshots"
 CHROMIUM = os.environ.get("SANDRA_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
 QUESTION = "What time is check-in?"
-LEAD_SILENCE_S = 5.0  # the greeting plays while the fake microphone is still silent
+LEAD_SILENCE_S = 9.0  # the greeting (about 6.5 s with espeak) plays while the microphone is silent
 TAIL_SILENCE_S = 14.0  # the file loops: the question comes back only after this
 
 SCRIPTED = {"SANDRA_STT_PROVIDER": "scripted", "SANDRA_LLM_PROVIDER": "scripted", "SANDRA_TTS_PROVIDER": "scripted"}
@@ -118,10 +118,11 @@ def _health(url: str) -> dict[str, Any] | None:
 
 
 class SandraServer:
-    def __init__(self, url: str, health: dict[str, Any], log: Path) -> None:
+    def __init__(self, url: str, health: dict[str, Any], log: Path, process: subprocess.Popen[bytes]) -> None:
         self.url = url
         self.health = health
         self.log = log
+        self.process = process
 
     @property
     def providers(self) -> dict[str, str]:
@@ -132,10 +133,10 @@ class SandraServer:
 
 
 @contextmanager
-def sandra_server(env: dict[str, str], name: str, *, startup_s: float = 60) -> Iterator[SandraServer]:
-    """``python -m server`` on a free loopback port with ``env`` added; stopped on exit."""
+def sandra_server(env: dict[str, str], name: str, *, port: int = 0, startup_s: float = 60) -> Iterator[SandraServer]:
+    """``python -m server`` on loopback (``port`` 0: a free one) with ``env`` added; stopped on exit."""
     OUTPUT.mkdir(exist_ok=True)
-    port = _free_port()
+    port = port or _free_port()
     url = f"http://127.0.0.1:{port}"
     log = OUTPUT / f"browser-server-{name}.log"
     full_env = {**os.environ, "SANDRA_WEBRTC_HOST_ADDRESSES": "127.0.0.1", **env}
@@ -158,7 +159,7 @@ def sandra_server(env: dict[str, str], name: str, *, startup_s: float = 60) -> I
                 health = _health(url)
                 if health is None:
                     time.sleep(0.1)  # waiting for a subprocess to listen: nothing to await
-            yield SandraServer(url, health, log)
+            yield SandraServer(url, health, log, proc)
         finally:
             proc.terminate()
             try:
@@ -223,10 +224,16 @@ def events(page: Any, kind: str | None = None) -> list[dict[str, Any]]:
     return [e for e in found if kind is None or e["type"] == kind]
 
 
-def wait_event(page: Any, kind: str, where: str = "true", timeout: float = 15_000) -> dict[str, Any]:
-    """Wait for an event of ``kind`` whose message ``m`` satisfies the JS expression ``where``."""
+def now(page: Any) -> float:
+    return page.evaluate("performance.now()")
+
+
+def wait_event(page: Any, kind: str, where: str = "true", timeout: float = 15_000, since: float = 0) -> dict[str, Any]:
+    """Wait for an event of ``kind``, recorded after ``since`` (page time), whose message ``m``
+    satisfies the JS expression ``where``."""
     handle = page.wait_for_function(
-        f"() => window.__events.find(e => e.type === {json.dumps(kind)} && ((m) => {where})(e.message || {{}}))",
+        f"() => window.__events.find(e => e.type === {json.dumps(kind)} && e.at > {since}"
+        f" && ((m) => {where})(e.message || {{}}))",
         timeout=timeout,
     )
     return handle.json_value()["message"]
