@@ -1,16 +1,15 @@
-"""``python -m server [--config PATH] [--host H] [--port P]``"""
+"""``python -m server [--config PATH] [--host H] [--port P] [--workers N]``"""
 
 from __future__ import annotations
 
 import argparse
-import logging
+import multiprocessing
 import os
+import signal
 import sys
 
-from aiohttp import web
-
 from . import config as configuration
-from .app import create_app
+from .app import serve
 from .errors import ConfigError
 
 
@@ -19,6 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=os.environ.get("SANDRA_CONFIG", "config.toml"), help="config.toml path")
     parser.add_argument("--host", help="listen address (default from [server] host)")
     parser.add_argument("--port", type=int, help="listen port (default from [server] port)")
+    parser.add_argument(
+        "--workers", type=int, default=1,
+        help="server processes sharing the port (SO_REUSEPORT); each owns its own calls and max_sessions",
+    )
     args = parser.parse_args(argv)
     env = dict(os.environ)
     if args.host:
@@ -27,16 +30,34 @@ def main(argv: list[str] | None = None) -> int:
         env["SANDRA_SERVER_PORT"] = str(args.port)
     try:
         config = configuration.load(args.config, env)
-        logging.basicConfig(
-            level=config.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
-        app = create_app(config)
+        config.resolved()
     except ConfigError as exc:
         print(f"sandra: configuration error: {exc}", file=sys.stderr)
         return 2
     print(f"Sandra listening on http://{config.server.host}:{config.server.port}", flush=True)
-    web.run_app(app, host=config.server.host, port=config.server.port, print=None)
-    return 0
+    if args.workers <= 1:
+        try:
+            serve(config)
+        except ConfigError as exc:
+            print(f"sandra: configuration error: {exc}", file=sys.stderr)
+            return 2
+        return 0
+
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=serve, args=(config, True), daemon=True) for _ in range(args.workers)]
+    for worker in workers:
+        worker.start()
+
+    def stop(signum: int, frame: object) -> None:
+        for worker in workers:
+            if worker.is_alive():
+                os.kill(worker.pid, signal.SIGINT)  # type: ignore[arg-type]
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for worker in workers:
+        worker.join()
+    return max((w.exitcode or 0) for w in workers)
 
 
 if __name__ == "__main__":

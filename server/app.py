@@ -6,8 +6,11 @@ its ``cleanup_ctx``. Errors are JSON ``{"error": {"code", "message"}}``, never a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,7 +20,7 @@ from . import __version__, providers
 from .config import Config
 from .errors import CapacityError, OfferError
 from .media.ice import restrict_host_addresses
-from .metrics import Metrics, now_ms
+from .metrics import LoopMonitor, Metrics, now_ms, process_stats
 from .sessions import Sessions
 
 log = logging.getLogger("sandra.app")
@@ -28,6 +31,7 @@ CONFIG = web.AppKey("config", Config)
 SESSIONS = web.AppKey("sessions", Sessions)
 METRICS = web.AppKey("metrics", Metrics)
 PROVIDERS = web.AppKey("providers", providers.Providers)
+LOOP = web.AppKey("loop", LoopMonitor)
 
 
 def error(status: int, code: str, message: str) -> web.Response:
@@ -91,6 +95,7 @@ async def metrics_json(request: web.Request) -> web.Response:
             "connections": len(sessions),
             "sessions": sessions.summary(),
             "latency": request.app[METRICS].latency_summary(),
+            "process": {**process_stats(), "loop_lag_ms": request.app[LOOP].summary(), "pid": os.getpid()},
         }
     )
 
@@ -143,14 +148,21 @@ def create_app(config: Config, provider_set: providers.Providers | None = None) 
     app[METRICS] = Metrics()
     app[PROVIDERS] = provider_set if provider_set is not None else providers.create(config)
     app[SESSIONS] = Sessions(config, app[PROVIDERS], app[METRICS])
+    app[LOOP] = LoopMonitor()
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         restrict_host_addresses(config.webrtc.host_addresses)
         await app[PROVIDERS].start()
         log.info("providers: %s", app[PROVIDERS].names())
-        yield
-        await app[SESSIONS].close_all()
-        await app[PROVIDERS].aclose()
+        monitor = asyncio.get_running_loop().create_task(app[LOOP].run(), name="loop-monitor")
+        try:
+            yield
+        finally:
+            monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await monitor
+            await app[SESSIONS].close_all()
+            await app[PROVIDERS].aclose()
 
     app.cleanup_ctx.append(lifetime)
     client = config.path(config.server.client_dir)
@@ -163,3 +175,9 @@ def create_app(config: Config, provider_set: providers.Providers | None = None) 
     app.router.add_get("/debug", _page(client / "debug.html"))
     app.router.add_get("/{name:.+}", _client_files(client))
     return app
+
+
+def serve(config: Config, reuse_port: bool = False) -> None:
+    """Run Sandra until interrupted (one worker process when ``reuse_port``)."""
+    logging.basicConfig(level=config.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    web.run_app(create_app(config), host=config.server.host, port=config.server.port, print=None, reuse_port=reuse_port)

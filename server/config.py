@@ -53,7 +53,8 @@ class WebRTCConfig:
     ice_servers: tuple[IceServer, ...] = ()
     # Empty: all interfaces. ["127.0.0.1"] keeps every ICE candidate on loopback.
     host_addresses: tuple[str, ...] = ()
-    # Inbound packets allowed to wait for a missing one before it is skipped.
+    # Inbound packets allowed to wait for a missing one before it is skipped;
+    # 0 keeps aiortc's own jitter buffer (80 ms, grows after loss).
     jitter_max_gap: int = 2
 
 

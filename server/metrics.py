@@ -5,6 +5,9 @@ One :class:`Metrics` per app (its own ``CollectorRegistry``, no global state).
 
 from __future__ import annotations
 
+import asyncio
+import os
+import threading
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -69,3 +72,44 @@ def _percentile(ordered: list[float], q: float) -> float | None:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+class LoopMonitor:
+    """Event-loop lag: how late a 50 ms sleep wakes up. Audio pacing suffers beyond ~20 ms."""
+
+    def __init__(self, interval_s: float = 0.05, window: int = 1200) -> None:
+        self._interval = interval_s
+        self._lags: deque[float] = deque(maxlen=window)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(self._interval)
+            self._lags.append(max(0.0, (loop.time() - started - self._interval) * 1000))
+
+    def summary(self) -> dict[str, float | None]:
+        ordered = sorted(self._lags)
+        return {"p50": _percentile(ordered, 50), "p99": _percentile(ordered, 99), "max": ordered[-1] if ordered else None}
+
+    def reset(self) -> None:
+        self._lags.clear()
+
+
+def process_stats() -> dict[str, float | int]:
+    """This process's footprint, for spotting leaks (see bench/soak.py)."""
+    stats: dict[str, float | int] = {"threads": threading.active_count()}
+    try:
+        with open("/proc/self/statm") as f:
+            stats["rss_mb"] = round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+        stats["fds"] = len(os.listdir("/proc/self/fd"))
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        stats["cpu_s"] = round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+    except OSError:
+        pass
+    try:
+        stats["tasks"] = len(asyncio.all_tasks())
+    except RuntimeError:
+        pass
+    return stats

@@ -135,9 +135,10 @@ class Call:
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind != "audio":
             return
+        max_gap = self.config.webrtc.jitter_max_gap
         for transceiver in self.pc.getTransceivers():
-            if transceiver.receiver.track is track:
-                jitter.install(transceiver.receiver, self.config.webrtc.jitter_max_gap)
+            if transceiver.receiver.track is track and max_gap > 0:
+                jitter.install(transceiver.receiver, max_gap)
         self._spawn(self._consume(track), "inbound")
         self._start_listening()
 
@@ -215,7 +216,9 @@ class Call:
                     self._on_speech_end(ev)
 
     def _on_speech_start(self, ev: SpeechStart) -> None:
-        self.send({"type": "vad", "speaking": True})
+        # onset_ms: wall-clock arrival of the first voiced frame (for clients measuring latency)
+        onset_ms = round((time.time() - (self._clock() - ev.onset_at)) * 1000, 1)
+        self.send({"type": "vad", "speaking": True, "onset_ms": onset_ms})
         turn_id = self.conversation.user_started(ev.at)
         if turn_id is not None:
             self._begin_voice_turn(turn_id, [ev.audio], ev.at)
