@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from server.providers.base import TTSChunk
-from server.providers.cartesia_tts import CartesiaTTS, Timeline, websocket_url
+from server.providers.cartesia_tts import TAIL_MS, CartesiaTTS, Timeline, websocket_url
 from server.providers.scripted import MS_PER_CHAR
 from tests.fakes import FakeVendors
 from tests.fakes.cartesia_fake import API_KEY, VOICE_ID
@@ -55,7 +55,15 @@ async def speak(tts: CartesiaTTS, *sentences: str, language: str = "en") -> list
 
 
 def audio_ms(chunks: list[TTSChunk]) -> float:
+    assert all(c.pcm and len(c.pcm) % 2 == 0 for c in chunks), "every chunk carries audio"
     return sum(len(c.pcm) / 2 / c.sample_rate * 1000 for c in chunks)
+
+
+def check_cartesia_audio(chunks: list[TTSChunk], *sentences: str) -> None:
+    """As long as the fake synthesises for ``sentences``, plus perhaps the tail that
+    carries the visemes and text arriving after the last audio."""
+    spoken = sum(len(s) for s in sentences) * MS_PER_CHAR
+    assert spoken - 1 <= audio_ms(chunks) <= spoken + TAIL_MS + 1
 
 
 def check_visemes_inside_audio(chunks: list[TTSChunk]) -> None:
@@ -95,7 +103,7 @@ async def test_audio_visemes_and_texts_of_a_reply(fake, tts):
     chunks = await speak(tts, ONE, TWO)
     assert {c.sample_rate for c in chunks} == {24000}
     assert sum(1 for c in chunks if c.pcm) > 2
-    assert audio_ms(chunks) == pytest.approx(len(ONE + TWO) * MS_PER_CHAR, abs=1)
+    check_cartesia_audio(chunks, ONE, TWO)
     check_visemes_inside_audio(chunks)
     assert [c.text for c in chunks if c.text] == [ONE, TWO]
 
@@ -135,8 +143,8 @@ async def test_replies_share_one_socket_and_reconnect_after_an_idle_close(fake, 
 async def test_concurrent_replies_are_routed_by_context(fake, tts):
     a, b = await asyncio.gather(speak(tts, ONE), speak(tts, TWO))
     assert "".join(c.text for c in a) == ONE and "".join(c.text for c in b) == TWO
-    assert audio_ms(a) == pytest.approx(len(ONE) * MS_PER_CHAR, abs=1)
-    assert audio_ms(b) == pytest.approx(len(TWO) * MS_PER_CHAR, abs=1)
+    check_cartesia_audio(a, ONE)
+    check_cartesia_audio(b, TWO)
 
 
 async def test_closing_a_reply_midway_cancels_its_context(fake, tts):
@@ -206,3 +214,22 @@ async def test_silence_from_cartesia_falls_back(fake, tts):
     assert "".join(c.text for c in chunks) == ONE
     (ctx,) = fake.tts.contexts.values()
     await fake.until(lambda: ctx.cancelled, what="the stalled context to be cancelled")
+
+
+async def test_timestamps_already_received_ride_on_the_next_audio_chunk(fake, tts):
+    stream = tts.open("en")
+    try:
+        await stream.send(ONE)
+        await stream.end()
+        await fake.until(lambda: fake.tts.contexts and all(c.done for c in fake.tts.contexts.values()),
+                         what="Cartesia to finish the context")
+        # One socket delivers in order: once a later reply is done, all of this one has arrived.
+        await speak(tts, TWO)
+        chunks = [chunk async for chunk in stream]
+    finally:
+        await stream.aclose()
+    first = chunks[0]
+    # A slow consumer (paced playback) gets every viseme of the sentence with its first audio.
+    assert first.visemes and max(v.t_ms for v in first.visemes) > audio_ms([first])
+    assert all(not c.visemes for c in chunks[1:])
+    assert [c.text for c in chunks if c.text] == [ONE]

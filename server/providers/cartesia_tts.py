@@ -10,7 +10,9 @@ message, and ``aclose`` before ``done`` sends ``{"context_id", "cancel": true}``
 (barge-in). Audio comes back as ``chunk`` messages; ``phoneme_timestamps`` (else word
 ``timestamps``) become visemes, and word timestamps tell which sentence a chunk finishes.
 Cartesia's times are seconds from the start of the context's audio, which is the reply's
-timeline, so they need no shifting.
+timeline, so they need no shifting. Every chunk yielded has audio: visemes ride on the
+next audio chunk (all timestamps already received go out with it, ahead of the audio they
+describe), and what arrives after the last audio rides on ``TAIL_MS`` of silence.
 
 When Cartesia fails (the handshake rejects the key, an ``error`` message such as
 ``model_sunsetted``, the socket drops, no audio for ``stall_timeout_s``), the failure is
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
 STALL_TIMEOUT_S = 5.0
+TAIL_MS = 10  # silence that carries the visemes and text arriving after the last audio
 
 
 def websocket_url(base_url: str, path: str) -> str:
@@ -342,49 +345,59 @@ class CartesiaStream(TTSStream):
     async def __aiter__(self) -> AsyncIterator[TTSChunk]:  # type: ignore[override]
         rate = self._tts._tts.sample_rate
         audio_ms = 0.0
+        pending: list[Viseme] = []  # visemes waiting for an audio chunk to ride on
         while not self._closed:
             try:
                 async with asyncio.timeout(self._tts.stall_timeout_s):
-                    message = await self._queue.get()
+                    first = await self._queue.get()
             except TimeoutError:
-                if self._waiting or (self._ended and not self._failed):
-                    message = {"type": "_failed", "reason": f"cartesia: no audio for {self._tts.stall_timeout_s:g} s"}
-                else:
+                if not (self._waiting or (self._ended and not self._failed)):
                     continue  # nothing asked for yet: the LLM is still thinking
+                first = {"type": "_failed", "reason": f"cartesia: no audio for {self._tts.stall_timeout_s:g} s"}
             self._waiting = False
-            kind = message.get("type")
-            if kind == "chunk":
-                pcm = base64.b64decode(message.get("data") or "")
-                audio_ms += len(pcm) / 2 / rate * 1000
-                yield TTSChunk(pcm, rate, (), self._timeline.finished(audio_ms))
-            elif kind == "phoneme_timestamps":
-                ts = message.get("phoneme_timestamps") or {}
-                self._tts.prefer_phonemes = True
-                found = self._timeline.phonemes(ts.get("phonemes", []), ts.get("start", []), ts.get("end", []))
-                if found:
-                    yield TTSChunk(b"", rate, tuple(found), self._timeline.finished(audio_ms))
-            elif kind == "timestamps":
-                ts = message.get("word_timestamps") or {}
-                found = self._timeline.words(ts.get("words", []), ts.get("start", []), ts.get("end", []))
-                text = self._timeline.finished(audio_ms)
-                if found or text:
-                    yield TTSChunk(b"", rate, tuple(found), text)
-            elif kind == "done":
-                self._done = True
-                text = self._timeline.rest()
-                if text:
-                    yield TTSChunk(b"", rate, (), text)
-                return
-            elif kind in ("error", "_failed", _CLOSED["type"]):
-                reason = message.get("reason") or self._describe(message)
-                # Cartesia ended the context itself unless we gave up waiting on it.
-                cancel = kind == "_failed" and self._socket is not None
-                async with contextlib.aclosing(self._fall_back(reason, audio_ms, cancel)) as chunks:
-                    async for chunk in chunks:
-                        yield chunk
-                return
-            elif kind == "_closed_locally":
-                return
+            # Everything that has already arrived: its timestamps go out with the first
+            # audio chunk, early, instead of after the audio they describe.
+            batch = [first]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            for message in batch:
+                pending += self._timestamps(message)
+            for message in batch:
+                kind = message.get("type")
+                if kind == "chunk":
+                    pcm = base64.b64decode(message.get("data") or "")
+                    if not pcm:
+                        continue
+                    audio_ms += len(pcm) / 2 / rate * 1000
+                    yield TTSChunk(pcm, rate, tuple(pending), self._timeline.finished(audio_ms))
+                    pending = []
+                elif kind == "done":
+                    self._done = True
+                    text = self._timeline.rest()
+                    if text or pending:  # a moment of silence carries what came after the audio
+                        yield TTSChunk(bytes(rate * TAIL_MS // 1000 * 2), rate, tuple(pending), text)
+                    return
+                elif kind in ("error", "_failed", _CLOSED["type"]):
+                    reason = message.get("reason") or self._describe(message)
+                    # Cartesia ended the context itself unless we gave up waiting on it.
+                    cancel = kind == "_failed" and self._socket is not None
+                    async with contextlib.aclosing(self._fall_back(reason, audio_ms, cancel)) as chunks:
+                        async for chunk in chunks:
+                            yield chunk
+                    return
+                elif kind == "_closed_locally":
+                    return
+
+    def _timestamps(self, message: dict[str, Any]) -> list[Viseme]:
+        kind = message.get("type")
+        if kind == "phoneme_timestamps":
+            ts = message.get("phoneme_timestamps") or {}
+            self._tts.prefer_phonemes = True
+            return self._timeline.phonemes(ts.get("phonemes", []), ts.get("start", []), ts.get("end", []))
+        if kind == "timestamps":
+            ts = message.get("word_timestamps") or {}
+            return self._timeline.words(ts.get("words", []), ts.get("start", []), ts.get("end", []))
+        return []
 
     def _describe(self, message: dict[str, Any]) -> str:
         if message is _CLOSED or message.get("type") == _CLOSED["type"]:
