@@ -361,6 +361,7 @@ sandra.on("reconnecting", () => {
   renderState();
 });
 sandra.on("reconnected", () => {
+  showError("");
   phase = "in-call";
   renderState();
 });

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from .conftest import METRICS_KEYS, STATUS_SHAPE, assert_shape, events, screenshot, wait_event
+from .conftest import (
+    METRICS_KEYS,
+    STATUS_SHAPE,
+    SandraServer,
+    assert_shape,
+    close_page,
+    events,
+    open_page,
+    screenshot,
+    wait_event,
+)
 
 GREETING_DONE = 15_000
 
@@ -26,6 +36,43 @@ def test_status_and_metrics_have_the_documented_shape_before_a_call(call_page: A
     metrics = call_page.evaluate("window.sandra.getMetrics()")
     assert set(metrics) == METRICS_KEYS
     assert call_page.is_visible("#call") and not call_page.is_visible("#hangup")
+
+
+def test_the_public_api_of_sandra_js(call_page: Any) -> None:
+    api = call_page.evaluate(
+        """async () => {
+          const mod = await import("/sandra.js");
+          const S = mod.SandraRealtime;
+          const own = (o) => Object.getOwnPropertyNames(o).filter((n) => typeof o[n] === "function").sort();
+          return {exports: Object.keys(mod).sort(), statics: own(S), methods: own(S.prototype),
+                  emitter: own(Object.getPrototypeOf(S.prototype)), same: S.instance === window.sandra};
+        }"""
+    )
+    assert api["exports"] == ["SandraError", "SandraRealtime", "openMicrophone"]
+    assert set(api["statics"]) >= {"initialize", "startCall", "sendMessage", "bargeIn", "endCall", "getStatus", "getMetrics"}
+    assert set(api["methods"]) >= {
+        "connect", "startCall", "sendMessage", "bargeIn", "endCall", "getStatus", "getMetrics",
+        "setMuted", "unlockAudio", "send", "sendRaw", "playoutDelayMs", "refreshStats",
+    }
+    assert set(api["emitter"]) >= {"on", "off", "once", "waitFor", "dispatch"}
+    assert api["same"] is True
+
+
+def test_a_denied_microphone_says_so_and_leaves_the_page_usable(quiet_browser: Any, scripted_server: SandraServer) -> None:
+    page, errors = open_page(quiet_browser, f"{scripted_server.url}/", viewport={"width": 1280, "height": 800})
+    # What a browser does when the guest taps "Block".
+    page.evaluate(
+        """() => {
+          navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException("Permission denied", "NotAllowedError"));
+        }"""
+    )
+    page.click("#call")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "Microphone access was blocked" in page.inner_text("#error")
+    assert page.is_visible("#call") and page.is_enabled("#call")
+    status = page.evaluate("window.sandra.getStatus()")
+    assert status["callActive"] is False and status["socket"]["connected"] is False
+    close_page(page, errors)
 
 
 def test_a_typed_message_gets_a_streamed_spoken_reply(call_page: Any) -> None:

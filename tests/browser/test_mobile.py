@@ -67,7 +67,8 @@ def test_a_call_on_a_phone_by_touch(phone: Any) -> None:
     phone.tap("#text")
     phone.keyboard.type("Gracias")
     phone.tap("#send")
-    wait_event(phone, "response:done", f"m.turn_id > {turn}", timeout=15_000)
+    wait_event(phone, "response:delta", f"m.turn_id > {turn}")
     phone.tap("#hangup")
     wait_event(phone, "call:ended")
     phone.wait_for_selector("#call:visible")
+    assert phone.evaluate("window.sandraAvatar.blinks") > 0  # she blinks while not talking
