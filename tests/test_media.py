@@ -94,6 +94,10 @@ def test_resampler_converts_any_rate_to_48k(rate):
     assert np.abs(samples[2000:-2000]).max() > 6000  # the tone survives
 
 
+def test_resampler_passes_empty_audio():
+    assert Resampler(48000).convert(b"", 24000) == b""
+
+
 def test_voice_detector_takes_browser_frames_stereo_48k():
     pcm = np.frombuffer(speech("Hello there, good morning."), dtype=np.int16)
     detector = VoiceDetector(aggressiveness=2)

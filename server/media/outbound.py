@@ -175,7 +175,7 @@ class Resampler:
         self._pts = 0
 
     def convert(self, pcm: bytes, in_rate: int) -> bytes:
-        if in_rate == self._rate:
+        if in_rate == self._rate or not pcm:
             return pcm
         if self._resampler is None or in_rate != self._in_rate:
             self._resampler = av.AudioResampler(format="s16", layout="mono", rate=self._rate)

@@ -32,7 +32,8 @@ class Microphone(MediaStreamTrack):
         self._queue = bytearray()
         self._start: float | None = None
         self._pts = 0
-        self.sent_voiced: list[float] = []  # send times of frames that carried audio
+        self.sent_voiced: list[float] = []  # send times (monotonic) of frames that carried audio
+        self.sent_voiced_wall: list[float] = []  # the same, wall clock
         self.idle = asyncio.Event()
         self.idle.set()
         self._frozen = False
@@ -68,6 +69,7 @@ class Microphone(MediaStreamTrack):
             samples = np.frombuffer(chunk, dtype=np.int16)
             if np.abs(samples).max() > 300:
                 self.sent_voiced.append(now)
+                self.sent_voiced_wall.append(time.time())
             if not self._queue:
                 self.idle.set()
         else:
@@ -87,11 +89,16 @@ class Heard:
 
 
 class ClientPeer:
-    def __init__(self, base_url: str, *, datachannel: bool = True, echo_gain: float = 0.0) -> None:
+    def __init__(
+        self, base_url: str, *, datachannel: bool = True, echo_gain: float = 0.0, fast_receive: bool = False
+    ) -> None:
         """``echo_gain`` > 0 plays what the peer hears back into its microphone, like a
-        speakerphone without echo cancellation."""
+        speakerphone without echo cancellation. ``fast_receive`` replaces this peer's
+        80 ms receive jitter buffer with Sandra's, so timings measure the server."""
         self.base_url = base_url
         self.echo_gain = echo_gain
+        self.fast_receive = fast_receive
+        self.dropped_rtp = 0
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.mic = Microphone()
         self.channel = self.pc.createDataChannel("control") if datachannel else None
@@ -123,7 +130,30 @@ class ClientPeer:
             await asyncio.wait_for(self._open.wait(), 10)
         return body["session_id"]
 
+    def drop_rtp(self, count: int = 1) -> None:
+        """Lose the next ``count`` outgoing RTP packets, as a network would."""
+        transport = self.pc.getSenders()[0].transport
+        send = transport._send_rtp
+        remaining = [count]
+
+        async def lossy(data: bytes) -> None:
+            if remaining[0] > 0:
+                remaining[0] -= 1
+                self.dropped_rtp += 1
+                if remaining[0] == 0:
+                    del transport._send_rtp  # back to the class's method
+                return
+            await send(data)
+
+        transport._send_rtp = lossy
+
     def _on_track(self, track: MediaStreamTrack) -> None:
+        if self.fast_receive:
+            from server.media.jitter import install
+
+            for transceiver in self.pc.getTransceivers():
+                if transceiver.receiver.track is track:
+                    install(transceiver.receiver)
         self._tasks.append(asyncio.get_running_loop().create_task(self._listen(track)))
 
     async def _listen(self, track: MediaStreamTrack) -> None:
