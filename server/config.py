@@ -65,10 +65,10 @@ class VADConfig:
     end_silence_ms: int = 500
     barge_in_ms: int = 80
     pre_roll_ms: int = 300
-    # Echo guard: while Sandra speaks, inbound speech must be this many dB louder
-    # than what the reference of her own recent audio predicts, to count as barge-in.
+    # Echo guard (server/media/echo.py): while Sandra speaks, inbound speech must be this
+    # many dB louder than the echo of her voice learned on this call to count as barge-in.
     echo_margin_db: float = 6.0
-    # How much of Sandra's voice a speakerphone returns, in dB (negative).
+    # The echo return assumed until the call's own has been measured, in dB.
     echo_return_db: float = -10.0
 
 

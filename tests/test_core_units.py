@@ -93,13 +93,57 @@ def test_sentence_splitter_cuts_very_long_text():
     assert out and all(len(p) <= 50 for p in out)
 
 
-def test_echo_guard():
+def test_echo_guard_starts_from_the_prior():
     guard = EchoGuard(return_db=-10, margin_db=6, window_s=0.5)
     assert not guard.is_echo(0.0, 100.0)  # Sandra silent: anything voiced is the caller
     guard.played(1.0, 4000.0)
     assert guard.is_echo(1.2, 1500.0)  # quieter than her voice through a speaker: echo
     assert not guard.is_echo(1.2, 3000.0)  # louder than any echo could be: the caller
     assert not guard.is_echo(1.6, 1500.0)  # her voice has left the echo window
+
+
+def _speak(guard: EchoGuard, seconds: float, inbound_ratio: float, t0: float = 0.0) -> float:
+    """Sandra plays; her echo comes back at ``inbound_ratio``, a third of it unvoiced."""
+    t, i = t0, 0
+    while t < t0 + seconds:
+        guard.played(t, 4000.0)
+        guard.is_echo(t, 4000.0 * inbound_ratio, voiced=i % 3 != 0)
+        t += 0.02
+        i += 1
+    return t
+
+
+def test_echo_guard_learns_a_clean_line():
+    guard = EchoGuard(return_db=-10, margin_db=6)
+    t = _speak(guard, 2.0, inbound_ratio=0.001)  # echo cancellation took it all
+    assert guard.echo_level < 0.01
+    assert not guard.is_echo(t, 4000.0 * 0.1)  # a caller 20 dB below Sandra still interrupts
+
+
+def test_echo_guard_learns_a_loud_speaker():
+    guard = EchoGuard(return_db=-30, margin_db=6)  # expects little echo at first
+    t = _speak(guard, 2.0, inbound_ratio=0.3)  # but the speakerphone returns -10 dB
+    assert 0.25 < guard.echo_level < 0.35
+    assert guard.is_echo(t, 4000.0 * 0.3)  # her own voice: ignored
+    assert not guard.is_echo(t, 4000.0 * 0.9)  # the caller, close to the microphone
+
+
+def test_echo_guard_does_not_learn_from_the_caller():
+    guard = EchoGuard(return_db=-10, margin_db=6)
+    t = _speak(guard, 2.0, inbound_ratio=0.001)
+    for _ in range(3):  # three barge-ins, five loud voiced frames each, while she plays
+        for _ in range(5):
+            guard.played(t, 4000.0)
+            assert not guard.is_echo(t, 4000.0, voiced=True)
+            t += 0.02
+        t = _speak(guard, 0.5, inbound_ratio=0.001, t0=t)
+    assert guard.echo_level < 0.01
+    # Nor from what follows her last word: the caller answering her.
+    t += 0.2
+    for _ in range(20):
+        guard.is_echo(t, 4000.0, voiced=False)
+        t += 0.02
+    assert guard.echo_level < 0.01
 
 
 def test_config_env_overrides_and_errors(tmp_path):

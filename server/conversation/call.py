@@ -197,7 +197,7 @@ class Call:
         self.last_activity = at
         if self.conversation.state is State.IDLE:
             return
-        if voiced and self.echo.is_echo(at, rms):
+        if self.echo.is_echo(at, rms, voiced) and voiced:
             voiced = False
             self.echo_suppressed += 1
         for ev in self.segmenter.push(pcm, voiced, at):
