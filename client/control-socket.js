@@ -26,6 +26,7 @@ export class ControlSocket extends Emitter {
   #traffic = new Set();
   #heartbeat = null;
   #lastPongAt = 0;
+  #closeDispatched = false;
 
   messagesSent = 0;
   messagesReceived = 0;
@@ -162,8 +163,8 @@ export class ControlSocket extends Emitter {
       waiting.reject(new SandraError("closed", "The connection to Sandra closed."));
       this.#pending.delete(id);
     }
-    if (!this.closedDispatched) {
-      this.closedDispatched = true;
+    if (!this.#closeDispatched) {
+      this.#closeDispatched = true;
       this.dispatch("close", {});
     }
   }
