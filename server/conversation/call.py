@@ -197,7 +197,7 @@ class Call:
         self.last_activity = at
         if self.conversation.state is State.IDLE:
             return
-        if self.echo.is_echo(at, rms, voiced) and voiced:
+        if voiced and self.echo.is_echo(at, rms):
             voiced = False
             self.echo_suppressed += 1
         for ev in self.segmenter.push(pcm, voiced, at):
@@ -229,6 +229,7 @@ class Call:
         if self._held is None or self.conversation.state not in (State.THINKING, State.SPEAKING):
             return
         audio, self._held = self._held, None
+        self.echo.forget_since(ev.onset_at)  # that was the caller, not Sandra's echo
         previous = self._interrupt("voice", onset_at=ev.onset_at)
         if previous is not None and previous.kind == "voice" and previous.transcript is None:
             audio = previous.utterance + audio  # they were not done: one utterance

@@ -4,15 +4,16 @@ counting as the caller speaking.
 The server knows exactly what it played and when. For each inbound frame heard while
 Sandra's voice is within the echo window (``window_s``: network both ways plus the
 browser's playout and capture buffers), the guard takes the ratio of its RMS to the
-loudest outbound frame in that window. While Sandra is playing, the frames that are not
-the caller (unvoiced, or judged echo) describe the echo path itself: the guard learns
-it as the 95th percentile of their ratios over the last ``history`` such frames (5 s),
-starting from ``return_db`` before it has measured any. Frames judged to be the caller
-are not learned from, nor are frames after Sandra stopped (the caller's reply).
-A voiced frame counts as the caller only when it is ``margin_db`` louder than that echo
-level. With good browser echo cancellation the learned level falls near zero and any
-speech interrupts; on a phone on speaker with no cancellation it settles at the real
-echo return and Sandra's own voice is ignored.
+loudest outbound frame in that window. While Sandra is playing the caller is almost
+always silent, so those ratios describe the echo path itself: the guard learns it as
+their 95th percentile over the last ``history`` frames (5 s), starting from
+``return_db`` before it has heard enough (the greeting teaches it). The frames of a
+barge-in are the exception: the call tells the guard to :meth:`forget_since` their
+onset, so interruptions never teach it to ignore the caller. Frames after Sandra stopped
+(the caller's reply) are not learned from either. A voiced frame counts as the caller
+only when it is ``margin_db`` louder than the learned echo. With good browser echo
+cancellation the learned level falls near zero and any speech interrupts; on a phone on
+speaker with no cancellation it settles at the real echo return.
 
 Limits: an energy test, not a waveform match. Over a device that returns a lot of echo,
 a caller speaking softly over Sandra is not heard until they speak up or she stops; an
@@ -42,7 +43,7 @@ class EchoGuard:
         self._window = window_s
         self._min_history = min_history
         self._out: deque[tuple[float, float]] = deque()  # (at, rms) of Sandra's frames, at ascending
-        self._ratios: deque[float] = deque(maxlen=history)
+        self._ratios: deque[tuple[float, float]] = deque(maxlen=history)  # (at, ratio)
         self._level: float | None = None  # learned echo return (linear), None until measured
         self._learned = 0
 
@@ -57,24 +58,31 @@ class EchoGuard:
         """The echo return in use: learned, or the prior before enough was heard."""
         return self._prior if self._level is None else self._level
 
-    def is_echo(self, at: float, rms: float, voiced: bool = True) -> bool:
-        """Could inbound audio of this RMS at ``at`` be Sandra's own voice?
-        ``voiced`` is the VAD's verdict on it (unvoiced frames are always learned from)."""
+    def is_echo(self, at: float, rms: float) -> bool:
+        """Could inbound audio of this RMS at ``at`` be Sandra's own voice?"""
         self._trim(at)
         if not self._out:
             return False
         ratio = rms / max(r for _, r in self._out)
-        echo = ratio <= self.echo_level * self._margin
-        if (echo or not voiced) and self._out[-1][0] >= at - _PLAYING_S:
-            self._learn(ratio)
-        return echo
+        if self._out[-1][0] >= at - _PLAYING_S:
+            self._ratios.append((at, ratio))
+            self._learned += 1
+            if self._learned % 5 == 0:
+                self._update()
+        return ratio <= self.echo_level * self._margin
 
-    def _learn(self, ratio: float) -> None:
-        self._ratios.append(ratio)
-        self._learned += 1
-        if len(self._ratios) >= self._min_history and self._learned % 5 == 0:
-            ordered = sorted(self._ratios)
-            self._level = ordered[int(0.95 * (len(ordered) - 1))]
+    def forget_since(self, at: float) -> None:
+        """What was heard from ``at`` on was the caller, not echo (a barge-in)."""
+        while self._ratios and self._ratios[-1][0] >= at:
+            self._ratios.pop()
+        self._update()
+
+    def _update(self) -> None:
+        if len(self._ratios) < self._min_history:
+            self._level = None
+            return
+        ordered = sorted(r for _, r in self._ratios)
+        self._level = ordered[int(0.95 * (len(ordered) - 1))]
 
     def _trim(self, now: float) -> None:
         while self._out and self._out[0][0] < now - self._window:

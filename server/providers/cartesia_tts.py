@@ -286,11 +286,13 @@ class CartesiaStream(TTSStream):
         async with self._lock:
             if self._ended:
                 raise RuntimeError("send() after end()")
+            # Cartesia joins a context's transcripts verbatim: sentences need a space between.
+            joined = " " + text if self._timeline.sentences else text
             self._timeline.sentence(text)
             if self._fallback is not None:
                 await self._fallback.send(text)
                 return
-        await self._to_cartesia(text, more=True)
+        await self._to_cartesia(joined, more=True)
 
     async def end(self) -> None:
         if self._closed:
