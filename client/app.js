@@ -26,6 +26,7 @@ const TEXT = {
     you: "You",
     sandra: "Sandra",
     interrupted: "interrupted",
+    notified: "Sandra passed your message on to your host.",
     latency: "Last reply in",
     parts: { eos_ms: "end of speech", stt_ms: "STT", llm_ttft_ms: "LLM", tts_ttfb_ms: "voice", barge_in_ms: "stop" },
     quick: "Quick questions",
@@ -58,6 +59,7 @@ const TEXT = {
     you: "Tú",
     sandra: "Sandra",
     interrupted: "interrumpida",
+    notified: "Sandra ha pasado tu mensaje a tu anfitrión.",
     latency: "Última respuesta en",
     parts: { eos_ms: "fin de voz", stt_ms: "STT", llm_ttft_ms: "LLM", tts_ttfb_ms: "voz", barge_in_ms: "parada" },
     quick: "Preguntas rápidas",
@@ -163,6 +165,16 @@ function bubble(role) {
   ui.transcript.append(li);
   scrollDown();
   return li;
+}
+
+/** A line from the concierge's tools (e.g. the host was notified), between the bubbles. */
+function systemNote(text) {
+  ui.transcript.querySelector(".empty")?.remove();
+  const li = document.createElement("li");
+  li.className = "note";
+  li.textContent = text;
+  ui.transcript.append(li);
+  scrollDown();
 }
 
 function scrollDown() {
@@ -345,6 +357,9 @@ sandra.on("response:delta", onDelta);
 sandra.on("response:done", onDone);
 sandra.on("barge-in", () => markInterrupted(currentReply(), null));
 sandra.on("metrics", onMetrics);
+sandra.on("tool", (msg) => {
+  if (msg.name === "notify_host") systemNote(t("notified"));
+});
 sandra.on("call:started", (msg) => {
   if (msg.language && msg.language !== language) {
     language = msg.language;

@@ -139,7 +139,12 @@ def sandra_server(env: dict[str, str], name: str, *, port: int = 0, startup_s: f
     port = port or _free_port()
     url = f"http://127.0.0.1:{port}"
     log = OUTPUT / f"browser-server-{name}.log"
-    full_env = {**os.environ, "SANDRA_WEBRTC_HOST_ADDRESSES": "127.0.0.1", **env}
+    full_env = {
+        **os.environ,
+        "SANDRA_WEBRTC_HOST_ADDRESSES": "127.0.0.1",
+        "SANDRA_LLM_HOST_INBOX": str(OUTPUT / f"host-inbox-{name}.jsonl"),  # not the real inbox
+        **env,
+    }
     with log.open("wb") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port)],

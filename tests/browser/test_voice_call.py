@@ -124,6 +124,10 @@ def test_a_spoken_question_is_transcribed_and_answered_out_loud(speaking_browser
     assert max(s["open"] for s in mouth) > 0.3
     assert len({s["viseme"] for s in mouth}) >= 4
     page.wait_for_function("window.sandraAvatar.mouthOpenness() < 0.02", timeout=1000)
+    # The mouth starts moving when the caller starts hearing the answer, not when it was sent.
+    heard_at = next(s["at"] for s in energy if s["rms"] > 0.01)
+    moved_at = next(s["at"] for s in mouth if s["open"] > 0.1)
+    assert abs(moved_at - heard_at) < 200, (heard_at - speaking_at, moved_at - speaking_at)
 
     metrics = wait_event(page, "metrics", f"m.turn_id === {turn}")
     assert metrics.get("voice_to_voice_ms", 0) > 0
@@ -135,3 +139,41 @@ def test_a_spoken_question_is_transcribed_and_answered_out_loud(speaking_browser
     assert client["audioChunksSent"] > 100 and client["audioChunksReceived"] > 100
     assert client["messagesSent"] > 3 and client["messagesReceived"] > client["messagesSent"]
     close_page(page, errors)
+
+
+def test_a_question_passed_on_to_the_host_shows_on_the_page(quiet_browser: Any, voice_server: SandraServer) -> None:
+    if voice_server.providers.get("llm") != "concierge":
+        pytest.skip("needs the knowledge-base concierge (the scripted LLM never calls a tool)")
+    page, errors = open_page(quiet_browser, f"{voice_server.url}/", viewport={"width": 1280, "height": 800})
+    page.click("#call")
+    wait_event(page, "state", "m.state === 'speaking'", timeout=20_000)
+    page.click("#interrupt")  # cut the greeting short (typing over it: see the xfail below)
+    wait_event(page, "barge-in:ack")
+    page.fill("#text", "Can I bring my pet iguana to the rooftop party?")
+    page.press("#text", "Enter")
+    # The offer must be heard to the end: a "yes" only counts after the whole question.
+    wait_event(page, "response:done", "m.text.includes('pass your question on')", timeout=15_000)
+    page.fill("#text", "Yes please")
+    page.press("#text", "Enter")
+    tool = wait_event(page, "tool", "m.name === 'notify_host'")
+    assert "iguana" in tool["input"]["message"]
+    page.wait_for_selector("#transcript .note")
+    assert "host" in page.inner_text("#transcript .note")
+    close_page(page, errors)
+
+
+@pytest.mark.xfail(strict=True, reason="server: a typed message that interrupts a reply is remembered before the cut reply, "
+                   "so the LLM sees the assistant's words last and the concierge says it didn't catch that")
+def test_a_message_typed_while_sandra_speaks_is_answered(quiet_browser: Any, voice_server: SandraServer) -> None:
+    if voice_server.providers.get("llm") != "concierge":
+        pytest.skip("needs the knowledge-base concierge (the scripted LLM ignores the question)")
+    page, errors = open_page(quiet_browser, f"{voice_server.url}/", viewport={"width": 1280, "height": 800})
+    page.click("#call")
+    wait_event(page, "state", "m.state === 'speaking'", timeout=20_000)  # greeting under way
+    page.fill("#text", "What time is check-in?")
+    page.press("#text", "Enter")
+    greeting = wait_event(page, "response:done")
+    answer = wait_event(page, "response:done", f"m.turn_id !== {greeting['turn_id']}", timeout=15_000)
+    close_page(page, errors)
+    assert greeting["interrupted"] is True
+    assert "3 pm" in answer["text"], answer["text"]
