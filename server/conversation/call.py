@@ -197,7 +197,8 @@ class Call:
         self.last_activity = at
         if self.conversation.state is State.IDLE:
             return
-        if voiced and self.echo.is_echo(at, rms):
+        echo = self.echo.is_echo(at, rms)  # every frame: the guard learns from silence too
+        if voiced and echo:
             voiced = False
             self.echo_suppressed += 1
         for ev in self.segmenter.push(pcm, voiced, at):

@@ -100,13 +100,13 @@ async def speak(
             pcm = resampler.convert(chunk.pcm, chunk.sample_rate)
             if chunk.visemes:
                 _send_visemes(reply.turn_id, chunk.visemes, outbound.reply_sent / rate * 1000, send)
-            await outbound.write(pcm)
+            await outbound.write(pcm, reply.turn_id)
             if chunk.text:
                 reply.spoken.append((outbound.reply_written, chunk.text))
                 reply.current = reply.current[len(chunk.text) :].strip() if reply.current.startswith(chunk.text) else ""
         tail = resampler.flush()
         if tail:
-            await outbound.write(tail)
+            await outbound.write(tail, reply.turn_id)
 
     try:
         async with asyncio.TaskGroup() as group:

@@ -56,6 +56,7 @@ class OutboundAudio(MediaStreamTrack):
         self._start: float | None = None
         self._pts = 0
         self.reply_id: int | None = None
+        self._accepting: int | None = None  # the reply whose writes are taken (None after a flush)
         self.reply_written = 0  # samples of the current reply queued so far
         self.reply_sent = 0  # samples of the current reply that have left
         self.reply_first_sent_at: float | None = None
@@ -69,17 +70,19 @@ class OutboundAudio(MediaStreamTrack):
     def begin_reply(self, reply_id: int) -> None:
         """Audio written from now on belongs to reply ``reply_id``."""
         self.flush()
-        self.reply_id = reply_id
+        self.reply_id = self._accepting = reply_id
         self.reply_written = self.reply_sent = 0
         self.reply_first_sent_at = None
 
-    async def write(self, pcm: bytes) -> None:
-        """Queue 48 kHz mono s16 audio; waits while the queue is ``lead_ms`` full.
-        Once the track has stopped (hang-up), audio is dropped."""
+    async def write(self, pcm: bytes, reply_id: int) -> None:
+        """Queue 48 kHz mono s16 audio of reply ``reply_id``; waits while the queue is
+        ``lead_ms`` full. Audio of a reply that was flushed since (barge-in), or written
+        after the track stopped (hang-up), is dropped: a writer woken by the flush itself
+        must not refill the queue before its task is cancelled."""
         view = memoryview(pcm)
         while view:
             await self._room.wait()
-            if self.readyState != "live":
+            if self.readyState != "live" or reply_id != self._accepting:
                 return
             room = self._lead_bytes - len(self._buffer)
             piece, view = view[:room], view[room:]
@@ -97,6 +100,7 @@ class OutboundAudio(MediaStreamTrack):
         """Drop all queued audio now (barge-in). Returns the samples dropped."""
         dropped = len(self._buffer) // 2
         self._buffer.clear()
+        self._accepting = None
         self._room.set()
         self._drained.set()
         self._flushed = True
