@@ -141,6 +141,19 @@ def test_hang_up_ends_the_call_and_frees_the_session(call_page: Any) -> None:
     assert call_page.get_attribute("#state", "data-state") == "ended"
     metrics = call_page.evaluate("window.sandra.getMetrics()")
     assert metrics["messagesSent"] >= 3 and metrics["messagesReceived"] > metrics["messagesSent"]
+    # The server let go of the call (tests run one at a time: no other session is open).
+    sessions_left = call_page.evaluate(
+        """async () => {
+          let total;
+          for (const deadline = performance.now() + 5000; performance.now() < deadline; ) {
+            total = (await (await fetch("/api/metrics")).json()).sessions.total;
+            if (total === 0) break;
+            await new Promise((ok) => setTimeout(ok, 100));
+          }
+          return total;
+        }"""
+    )
+    assert sessions_left == 0
 
 
 def test_spanish_switch_translates_the_page_and_starts_the_call_in_spanish(call_page: Any) -> None:
