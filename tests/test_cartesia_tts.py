@@ -103,14 +103,16 @@ async def test_audio_visemes_and_texts_of_a_reply(fake, tts):
     chunks = await speak(tts, ONE, TWO)
     assert {c.sample_rate for c in chunks} == {24000}
     assert sum(1 for c in chunks if c.pcm) > 2
-    check_cartesia_audio(chunks, ONE, TWO)
+    check_cartesia_audio(chunks, ONE, " " + TWO)
     check_visemes_inside_audio(chunks)
     assert [c.text for c in chunks if c.text] == [ONE, TWO]
 
     (ctx,) = fake.tts.contexts.values()
     assert ctx.done and not ctx.cancelled and not ctx.errored
     first, second, last = ctx.requests
-    assert first["transcript"] == ONE and first["continue"] is True and second["transcript"] == TWO
+    # Cartesia joins transcripts verbatim: the second sentence brings its space.
+    assert first["transcript"] == ONE and first["continue"] is True and second["transcript"] == " " + TWO
+    assert ctx.transcript == f"{ONE} {TWO}"
     assert last["transcript"] == "" and last["continue"] is False
     assert first["model_id"] == "sonic-3.5" and first["voice"] == {"mode": "id", "id": VOICE_ID}
     assert first["output_format"] == {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 24000}

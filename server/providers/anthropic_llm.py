@@ -165,8 +165,12 @@ class AnthropicLLM(LLM):
         self._kb: knowledge.KnowledgeBase | None = None
 
     async def start(self) -> None:
-        """Read the knowledge base (no network: a bad key shows on the first turn)."""
+        """Read the knowledge base and build the SDK client (no network: a bad key shows
+        on the first turn). Building the client takes tens of ms, which the first
+        caller would otherwise wait for before the first token."""
         self._knowledge()
+        if self._api_key:
+            self._get_client()
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
