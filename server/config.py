@@ -61,6 +61,9 @@ class WebRTCConfig:
 @dataclass(frozen=True)
 class VADConfig:
     aggressiveness: int = 2
+    # A voiced frame must also be this far above the noise floor (trims webrtcvad's
+    # ~100 ms hangover at the end of speech); 0 turns the energy gate off.
+    energy_margin_db: float = 10.0
     start_ms: int = 60
     end_silence_ms: int = 500
     barge_in_ms: int = 80

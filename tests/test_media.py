@@ -102,20 +102,44 @@ def test_resampler_passes_empty_audio():
 def test_voice_detector_takes_browser_frames_stereo_48k():
     pcm = np.frombuffer(speech("Hello there, good morning."), dtype=np.int16)
     detector = VoiceDetector(aggressiveness=2)
-    results = []
-    for i in range(0, len(pcm) - 960, 960):
-        stereo = np.repeat(pcm[i : i + 960], 2).reshape(1, -1)  # packed s16 stereo, like aiortc's decoder
-        frame = av.AudioFrame.from_ndarray(stereo, format="s16", layout="stereo")
-        frame.sample_rate = 48000
-        frame.pts = i
-        frame.time_base = Fraction(1, 48000)
-        results += detector.frames(frame)
-    assert all(len(p) == 640 for p, _, _ in results)
-    assert abs(len(results) - len(pcm) // 960) <= 2
+    results = [r for frame in _stereo_frames(pcm) for r in detector.frames(frame)]
+    assert len(results) == len(pcm) // 960  # one verdict per 20 ms frame, no frame held back
+    stt = b"".join(p for p, _, _ in results)
+    assert abs(len(stt) // 2 - len(results) * 320) < 40  # all of it, at 16 kHz
     voiced = sum(1 for _, v, _ in results if v)
     assert voiced > len(results) * 0.4
     silent = detector.frames(_silent_stereo())
     assert not any(v for _, v, _ in silent)
+
+
+def _stereo_frames(pcm48: np.ndarray) -> list[av.AudioFrame]:
+    frames = []
+    for i in range(0, len(pcm48) - 960 + 1, 960):
+        frame = av.AudioFrame.from_ndarray(np.repeat(pcm48[i : i + 960], 2).reshape(1, -1), format="s16",
+                                           layout="stereo")
+        frame.sample_rate = 48000
+        frame.pts = i
+        frame.time_base = Fraction(1, 48000)
+        frames.append(frame)
+    return frames
+
+
+def test_energy_gate_trims_the_vad_hangover():
+    from server.providers.scripted import synthetic_voice
+    from tests.support.audio import resample
+
+    voice = np.frombuffer(resample(synthetic_voice("x" * 16, 24000).tobytes(), 24000), dtype=np.int16)
+    noise = (np.random.default_rng(1).standard_normal(48000) * 20).astype(np.int16)  # -64 dBFS room noise
+    pcm = np.concatenate([noise[:24000], voice + noise[: len(voice)], noise])
+    speech_end = (24000 + len(voice)) // 960  # index of the first 20 ms frame after the voice
+
+    def last_voiced(margin_db: float) -> int:
+        detector = VoiceDetector(aggressiveness=2, energy_margin_db=margin_db)
+        verdicts = [v for frame in _stereo_frames(pcm) for _, v, _ in detector.frames(frame)]
+        return max(i for i, v in enumerate(verdicts) if v)
+
+    assert last_voiced(0) >= speech_end + 3  # webrtcvad alone: its hangover runs on
+    assert speech_end - 2 <= last_voiced(10.0) <= speech_end  # gated: ends with the voice
 
 
 def _silent_stereo() -> av.AudioFrame:

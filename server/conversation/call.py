@@ -156,7 +156,11 @@ class Call:
             self.close(f"connection {state}")
 
     async def _consume(self, track: MediaStreamTrack) -> None:
-        await inbound.consume(track, self._on_inbound, aggressiveness=self.config.vad.aggressiveness, clock=self._clock)
+        vad = self.config.vad
+        await inbound.consume(
+            track, self._on_inbound, aggressiveness=vad.aggressiveness, energy_margin_db=vad.energy_margin_db,
+            clock=self._clock,
+        )
 
     async def _watchdog(self) -> None:
         server = self.config.server
