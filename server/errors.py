@@ -23,11 +23,13 @@ class ConfigError(SandraError):
 
 
 class ProtocolError(SandraError):
-    """A datachannel message was rejected. ``code`` goes to the client."""
+    """A datachannel message was rejected. ``code`` goes to the client, with the
+    message's ``id`` when it could be read, so a request still gets its answer."""
 
-    def __init__(self, message: str, code: str = "bad_message") -> None:
+    def __init__(self, message: str, code: str = "bad_message", message_id: str | int | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.message_id = message_id
 
 
 class OfferError(SandraError):

@@ -97,15 +97,31 @@ def parse(data: str | bytes) -> ClientMessage:
         raise ProtocolError("message is not valid JSON", "bad_json") from exc
     if not isinstance(obj, dict):
         raise ProtocolError("message must be a JSON object", "bad_json")
+    readable_id = _readable_id(obj.get("id"))
     kind = obj.get("type")
     if not isinstance(kind, str):
-        raise ProtocolError("message needs a string 'type'", "bad_type")
+        raise ProtocolError("message needs a string 'type'", "bad_type", readable_id)
     cls = _CLIENT_TYPES.get(kind)
     if cls is None:
-        raise ProtocolError(f"unknown message type '{kind[:40]}'", "unknown_type")
+        raise ProtocolError(f"unknown message type '{kind[:40]}'", "unknown_type", readable_id)
     mid = _field(obj, "id", (str, int), "a string or an integer")
     if isinstance(mid, str) and len(mid) > 64:
         raise ProtocolError("'id' is longer than 64 characters", "bad_field")
+    try:
+        return _parse_fields(cls, obj, mid)
+    except ProtocolError as exc:
+        exc.message_id = mid
+        raise
+
+
+def _readable_id(value: Any) -> MessageId:
+    """The message's ``id`` if it is a valid one (to echo in an error), else None."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    return value if not isinstance(value, str) or len(value) <= 64 else None
+
+
+def _parse_fields(cls: type, obj: dict[str, Any], mid: MessageId) -> ClientMessage:
 
     if cls is Auth:
         return Auth(token=_field(obj, "token", (str,), "a string"), id=mid)

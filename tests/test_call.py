@@ -232,3 +232,21 @@ async def test_sandra_does_not_interrupt_herself_on_her_own_echo(server_factory,
         peer.send({"type": "message", "text": "Tell me about check-in"})
         barge = await peer.wait_for("barge-in", timeout=20)
         assert barge["source"] == "voice"
+
+
+async def test_a_message_typed_over_a_reply_comes_after_it_in_the_history(server, peer_factory):
+    peer = await peer_factory(server)
+    peer.send({"type": "message", "text": "first question"})
+    speaking = await peer.wait_for("state", lambda e: e["state"] == "speaking")
+    await peer.wait_until(lambda: peer.loud_frames(since=speaking["_at"]) > 40, what="some of the reply")
+    mark = len(peer.events)
+    peer.send({"type": "message", "text": "second question"})
+    cut = await peer.wait_for("response:done", lambda e: e["interrupted"], after=mark)
+    await peer.wait_for("response:done", lambda e: not e["interrupted"], after=mark, timeout=20)
+    history = server.sessions.calls[peer.session_id].history
+    assert [(m.role, m.text, m.interrupted) for m in history] == [
+        ("user", "first question", False),
+        ("assistant", cut["text"], True),
+        ("user", "second question", False),
+        ("assistant", history[-1].text, False),
+    ]

@@ -77,3 +77,15 @@ def test_events_encode_compactly_and_drop_none():
     ev = protocol.event("pong", t=None, server_time=1.0, id=None)
     assert protocol.encode(ev) == '{"type":"pong","server_time":1.0}'
     assert protocol.encode(protocol.event("transcript", text="¿Qué?")) == '{"type":"transcript","text":"¿Qué?"}'
+
+
+def test_errors_carry_the_id_when_it_can_be_read():
+    with pytest.raises(ProtocolError) as info:
+        protocol.parse('{"type":"call:start","language":"fr","id":"r1"}')
+    assert info.value.message_id == "r1"
+    with pytest.raises(ProtocolError) as info:
+        protocol.parse('{"type":"teleport","id":9}')
+    assert info.value.message_id == 9
+    with pytest.raises(ProtocolError) as info:
+        protocol.parse('{"type":"teleport","id":true}')
+    assert info.value.message_id is None

@@ -339,13 +339,16 @@ class Call:
         if text and not turn.done:
             self.send({"type": "transcript", "turn_id": turn.id, "text": text, "final": False})
 
-    def _begin_turn(self, kind: str, pieces: Callable[[], AsyncIterator[str]]) -> None:
-        """A turn with no speech (typed message, greeting): interrupts whatever is under way."""
+    def _begin_turn(self, kind: str, pieces: Callable[[], AsyncIterator[str]], user_text: str | None = None) -> None:
+        """A turn with no speech (typed message, greeting): interrupts whatever is under way,
+        then remembers ``user_text`` (after the cut reply, so the LLM sees it last)."""
         if self._turn is not None and not self._turn.done:
             if self._interrupt("client") is None:  # still listening to a voice turn: drop it
                 self._listening = None
                 self._finish_interrupted(self._turn)
                 self._turn = None
+        if user_text is not None:
+            self._remember(ChatMessage("user", user_text))
         turn_id = self.conversation.new_turn(self._clock())
         if turn_id is None:
             return
@@ -428,7 +431,7 @@ class Call:
         try:
             message = protocol.parse(data)
         except ProtocolError as exc:
-            self.send({"type": "error", "code": exc.code, "message": str(exc)})
+            self.send(protocol.event("error", code=exc.code, message=str(exc), id=exc.message_id))
             return
         token = self.config.secrets.auth_token
         match message:
@@ -450,9 +453,8 @@ class Call:
                 self._begin_turn("greeting", lambda: _once(greeting))
             case protocol.Message():
                 self._start_listening()
-                self._remember(ChatMessage("user", message.text))
                 self._begin_turn("text", lambda: self.providers.llm.reply(
-                    LLMRequest(tuple(self.history), self.language, notify=self._notify)))
+                    LLMRequest(tuple(self.history), self.language, notify=self._notify)), user_text=message.text)
             case protocol.BargeIn():
                 turn = self._interrupt("client")
                 turn_id = turn.id if turn is not None else self.conversation.turn_id

@@ -109,7 +109,6 @@ def test_raw_messages_exercise_the_servers_error_handling(console: Any) -> None:
     assert copied.count("\n") == 2 and all('"error"' in line for line in copied.splitlines())
 
 
-@pytest.mark.xfail(strict=True, reason="server: an error for a message that fails to parse does not echo its id")
 def test_an_error_answer_echoes_the_request_id(console: Any) -> None:
     console.click("#connect")
     wait_log(console, "in", "auth:ok")

@@ -147,7 +147,7 @@ def test_a_question_passed_on_to_the_host_shows_on_the_page(quiet_browser: Any, 
     page, errors = open_page(quiet_browser, f"{voice_server.url}/", viewport={"width": 1280, "height": 800})
     page.click("#call")
     wait_event(page, "state", "m.state === 'speaking'", timeout=20_000)
-    page.click("#interrupt")  # cut the greeting short (typing over it: see the xfail below)
+    page.click("#interrupt")  # cut the greeting short
     wait_event(page, "barge-in:ack")
     page.fill("#text", "Can I bring my pet iguana to the rooftop party?")
     page.press("#text", "Enter")
@@ -162,8 +162,6 @@ def test_a_question_passed_on_to_the_host_shows_on_the_page(quiet_browser: Any, 
     close_page(page, errors)
 
 
-@pytest.mark.xfail(strict=True, reason="server: a typed message that interrupts a reply is remembered before the cut reply, "
-                   "so the LLM sees the assistant's words last and the concierge says it didn't catch that")
 def test_a_message_typed_while_sandra_speaks_is_answered(quiet_browser: Any, voice_server: SandraServer) -> None:
     if voice_server.providers.get("llm") != "concierge":
         pytest.skip("needs the knowledge-base concierge (the scripted LLM ignores the question)")
