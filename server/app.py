@@ -88,14 +88,19 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def metrics_json(request: web.Request) -> web.Response:
+    """``?window_s=10``: loop lag over the last 10 s only (benchmarks)."""
     sessions = request.app[SESSIONS]
+    try:
+        window_s = float(request.query["window_s"]) if "window_s" in request.query else None
+    except ValueError:
+        return error(400, "bad_query", "window_s must be a number of seconds")
     return web.json_response(
         {
             "timestamp": now_ms(),
             "connections": len(sessions),
             "sessions": sessions.summary(),
             "latency": request.app[METRICS].latency_summary(),
-            "process": {**process_stats(), "loop_lag_ms": request.app[LOOP].summary(), "pid": os.getpid()},
+            "process": {**process_stats(), "loop_lag_ms": request.app[LOOP].summary(window_s), "pid": os.getpid()},
         }
     )
 

@@ -79,21 +79,26 @@ class LoopMonitor:
 
     def __init__(self, interval_s: float = 0.05, window: int = 1200) -> None:
         self._interval = interval_s
-        self._lags: deque[float] = deque(maxlen=window)
+        self._lags: deque[tuple[float, float]] = deque(maxlen=window)  # (monotonic time, lag ms)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
             await asyncio.sleep(self._interval)
-            self._lags.append(max(0.0, (loop.time() - started - self._interval) * 1000))
+            now = loop.time()
+            self._lags.append((now, max(0.0, (now - started - self._interval) * 1000)))
 
-    def summary(self) -> dict[str, float | None]:
-        ordered = sorted(self._lags)
-        return {"p50": _percentile(ordered, 50), "p99": _percentile(ordered, 99), "max": ordered[-1] if ordered else None}
-
-    def reset(self) -> None:
-        self._lags.clear()
+    def summary(self, last_s: float | None = None) -> dict[str, float | int | None]:
+        """Lag percentiles over the window, or over its last ``last_s`` seconds."""
+        since = -1.0 if last_s is None else time.monotonic() - last_s
+        ordered = sorted(lag for at, lag in self._lags if at >= since)
+        return {
+            "n": len(ordered),
+            "p50": _percentile(ordered, 50),
+            "p99": _percentile(ordered, 99),
+            "max": round(ordered[-1], 1) if ordered else None,
+        }
 
 
 def process_stats() -> dict[str, float | int]:

@@ -103,12 +103,13 @@ def test_echo_guard_starts_from_the_prior():
 
 
 def _speak(guard: EchoGuard, seconds: float, inbound_ratio: float, t0: float = 0.0) -> float:
-    """Sandra plays; her echo comes back at ``inbound_ratio``."""
-    t = t0
+    """Sandra plays; her echo comes back at ``inbound_ratio``, a third of it unvoiced."""
+    t, i = t0, 0
     while t < t0 + seconds:
         guard.played(t, 4000.0)
-        guard.is_echo(t, 4000.0 * inbound_ratio)
+        guard.is_echo(t, 4000.0 * inbound_ratio, voiced=i % 3 != 0)
         t += 0.02
+        i += 1
     return t
 
 
@@ -130,11 +131,11 @@ def test_echo_guard_learns_a_loud_speaker():
 def test_echo_guard_does_not_learn_from_the_caller():
     guard = EchoGuard(return_db=-10, margin_db=6)
     t = _speak(guard, 2.0, inbound_ratio=0.001)
-    for _ in range(3):  # three barge-ins, five loud frames each, while she plays
+    for _ in range(3):  # three barge-ins, five loud voiced frames each, while she plays
         onset = t
         for _ in range(5):
             guard.played(t, 4000.0)
-            assert not guard.is_echo(t, 4000.0)
+            assert not guard.is_echo(t, 4000.0, voiced=True)
             t += 0.02
         guard.forget_since(onset)
         t = _speak(guard, 0.3, inbound_ratio=0.001, t0=t)
@@ -142,7 +143,17 @@ def test_echo_guard_does_not_learn_from_the_caller():
     # Nor from what follows her last word: the caller answering her.
     t += 0.2
     for _ in range(30):
-        guard.is_echo(t, 4000.0)
+        guard.is_echo(t, 4000.0, voiced=False)
+        t += 0.02
+    assert guard.echo_level < 0.01
+
+
+def test_echo_guard_does_not_learn_the_start_of_a_barge_in():
+    guard = EchoGuard(return_db=-10, margin_db=6)
+    t = _speak(guard, 0.6, inbound_ratio=0.0)  # just enough to have learned a clean line
+    for _ in range(6):  # the caller starts talking over her, as loud as she is
+        guard.played(t, 4000.0)
+        assert not guard.is_echo(t, 4000.0 * 0.8, voiced=True)
         t += 0.02
     assert guard.echo_level < 0.01
 

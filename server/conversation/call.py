@@ -201,7 +201,7 @@ class Call:
         self.last_activity = at
         if self.conversation.state is State.IDLE:
             return
-        echo = self.echo.is_echo(at, rms)  # every frame: the guard learns from silence too
+        echo = self.echo.is_echo(at, rms, voiced)  # every frame: the guard learns from silence too
         if voiced and echo:
             voiced = False
             self.echo_suppressed += 1

@@ -7,10 +7,11 @@ browser's playout and capture buffers), the guard takes the ratio of its RMS to 
 loudest outbound frame in that window. While Sandra is playing the caller is almost
 always silent, so those ratios describe the echo path itself: the guard learns it as
 their 95th percentile over the last ``history`` frames (5 s), starting from
-``return_db`` before it has heard enough (the greeting teaches it). The frames of a
-barge-in are the exception: the call tells the guard to :meth:`forget_since` their
-onset, so interruptions never teach it to ignore the caller. Frames after Sandra stopped
-(the caller's reply) are not learned from either. A voiced frame counts as the caller
+``return_db`` before it has heard enough (the greeting teaches it). What may be the
+caller is not learned from: voiced frames louder than the echo level, frames after
+Sandra stopped (the caller's answer), and a barge-in's frames from its onset on (the
+call tells the guard to :meth:`forget_since`), so interruptions never teach it to
+ignore the caller. A voiced frame counts as the caller
 only when it is ``margin_db`` louder than the learned echo. With good browser echo
 cancellation the learned level falls near zero and any speech interrupts; on a phone on
 speaker with no cancellation it settles at the real echo return.
@@ -58,18 +59,20 @@ class EchoGuard:
         """The echo return in use: learned, or the prior before enough was heard."""
         return self._prior if self._level is None else self._level
 
-    def is_echo(self, at: float, rms: float) -> bool:
-        """Could inbound audio of this RMS at ``at`` be Sandra's own voice?"""
+    def is_echo(self, at: float, rms: float, voiced: bool = True) -> bool:
+        """Could inbound audio of this RMS at ``at`` (``voiced`` by the VAD) be Sandra's
+        own voice?"""
         self._trim(at)
         if not self._out:
             return False
         ratio = rms / max(r for _, r in self._out)
-        if self._out[-1][0] >= at - _PLAYING_S:
+        echo = ratio <= self.echo_level * self._margin
+        if (echo or not voiced) and self._out[-1][0] >= at - _PLAYING_S:
             self._ratios.append((at, ratio))
             self._learned += 1
             if self._learned % 5 == 0:
                 self._update()
-        return ratio <= self.echo_level * self._margin
+        return echo
 
     def forget_since(self, at: float) -> None:
         """What was heard from ``at`` on was the caller, not echo (a barge-in)."""

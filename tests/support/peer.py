@@ -105,7 +105,8 @@ class ClientPeer:
         self.events: list[dict[str, Any]] = []
         self.heard: list[Heard] = []
         self.session_id: str | None = None
-        self._changed = asyncio.Event()
+        self._changed = asyncio.Event()  # a datachannel event arrived
+        self._heard_more = asyncio.Event()  # an audio frame arrived
         self._tasks: list[asyncio.Task[None]] = []
         self._open = asyncio.Event()
         self.pc.addTrack(self.mic)
@@ -164,10 +165,10 @@ class ClientPeer:
                 return
             samples = frame.to_ndarray().astype(np.float32)
             self.heard.append(Heard(time.monotonic(), float(np.sqrt(np.mean(samples * samples)))))
+            self._heard_more.set()
             if self.echo_gain:
                 mono = samples[0, :: len(frame.layout.channels)] * self.echo_gain
                 self.mic.play(mono.astype(np.int16).tobytes())
-            self._changed.set()
 
     def _on_message(self, data: str) -> None:
         event = json.loads(data)
@@ -188,10 +189,15 @@ class ClientPeer:
         def find() -> dict[str, Any] | None:
             return next((e for e in self.events[after:] if e["type"] == type and predicate(e)), None)
 
-        return await self.wait_until(find, timeout=timeout, what=f"a '{type}' event")
+        return await self.wait_until(find, timeout=timeout, what=f"a '{type}' event", audio=False)
 
-    async def wait_until(self, check: Callable[[], Any], *, timeout: float = 15.0, what: str = "condition") -> Any:
+    async def wait_until(
+        self, check: Callable[[], Any], *, timeout: float = 15.0, what: str = "condition", audio: bool = True
+    ) -> Any:
+        """Wait for ``check()`` to be true, re-checking on each event (and each audio frame
+        if ``audio``)."""
         deadline = time.monotonic() + timeout
+        signals = [self._changed, self._heard_more] if audio else [self._changed]
         while True:
             result = check()
             if result:
@@ -200,11 +206,14 @@ class ClientPeer:
             if remaining <= 0:
                 types = [e["type"] for e in self.events]
                 raise AssertionError(f"timed out waiting for {what}; events: {types}")
-            self._changed.clear()
+            for signal in signals:
+                signal.clear()
+            waiters = [asyncio.ensure_future(signal.wait()) for signal in signals]
             try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
-            except TimeoutError:
-                pass
+                await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
 
     def types(self) -> list[str]:
         return [e["type"] for e in self.events]
