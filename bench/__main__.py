@@ -23,8 +23,8 @@ FULL = [
 ]
 QUICK = [
     ["bench.latency", "--turns", "1", "--barge-ins", "1", "--onsets", "1"],
-    ["bench.load", "--calls", "1", "--duration", "2"],
-    ["bench.soak", "--calls", "22"],
+    ["bench.load", "--calls", "1", "--duration", "1"],
+    ["bench.soak", "--calls", "4", "--warmup", "2"],
     ["bench.offline_providers", "--repeat", "1"],
 ]
 

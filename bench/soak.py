@@ -4,8 +4,8 @@
 
 Each call: connect (real aiortc peer), a typed question and its (short) spoken answer,
 ``call:end``, wait for the server to drop the session. The server's RSS, open file
-descriptors, asyncio tasks and threads (``/api/metrics``) are read after a warm-up of
-20 calls and at the end.
+descriptors, asyncio tasks and threads (``/api/metrics``) are read after ``--warmup``
+calls (20) and at the end.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from tests.support.peer import ClientPeer
 
 from .common import get_json, save, server_process, table
 
-WARMUP = 20
 
 
 async def one_call(url: str) -> None:
@@ -43,29 +42,30 @@ async def wait_idle(url: str) -> dict[str, Any]:
     raise RuntimeError("the server kept sessions after every call ended")
 
 
-async def run(calls: int) -> dict[str, Any]:
+async def run(calls: int, warmup: int) -> dict[str, Any]:
     with server_process({"SANDRA_SCRIPTED_REPLY": "At three."}) as server:
         before = None
         started = time.monotonic()
         for i in range(calls):
             await one_call(server.url)
-            if i + 1 == WARMUP:
+            if i + 1 == warmup:
                 before = await wait_idle(server.url)
         after = await wait_idle(server.url)
         elapsed = time.monotonic() - started
     assert before is not None
     rows = [{"measure": k, "after_warmup": before.get(k), "after_all": after.get(k),
              "growth": round(after.get(k, 0) - before.get(k, 0), 1)} for k in ("rss_mb", "fds", "tasks", "threads")]
-    return {"calls": calls, "warmup": WARMUP, "seconds": round(elapsed, 1), "rows": rows}
+    return {"calls": calls, "warmup": warmup, "seconds": round(elapsed, 1), "rows": rows}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=20, help="calls before the first reading")
     args = parser.parse_args()
-    if args.calls <= WARMUP:
-        parser.error(f"--calls must be more than the {WARMUP} warm-up calls")
-    out = asyncio.run(run(args.calls))
+    if not 0 < args.warmup < args.calls:
+        parser.error("--warmup must be at least 1 and fewer than --calls")
+    out = asyncio.run(run(args.calls, args.warmup))
     path = save("soak", out)
     print(table(out["rows"], ["measure", "after_warmup", "after_all", "growth"]))
     print(f"{out['calls']} calls in {out['seconds']} s; wrote {path}")

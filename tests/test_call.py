@@ -151,14 +151,14 @@ async def test_bad_messages_get_errors_and_the_call_goes_on(server, peer_factory
 
 
 async def test_a_burst_of_visemes_arrives_intact(server_factory, peer_factory):
-    long_reply = " ".join(["Sandra speaks a rather long sentence about the beach and the paella."] * 6)
+    long_reply = " ".join(["Sandra speaks a rather long sentence about the beach and the paella."] * 3)
     async with server_factory(scripted={"reply": long_reply}) as srv:
         peer = await peer_factory(srv)
         peer.send({"type": "message", "text": "Tell me everything"})
         done = await peer.wait_for("response:done", timeout=40)
         batches = [e for e in peer.events if e["type"] == "viseme" and e["turn_id"] == done["turn_id"]]
         visemes = [v for b in batches for v in b["visemes"]]
-        assert len(visemes) > 300
+        assert len(visemes) > 150  # in batches of at most 24, each in one SCTP packet
         times = [v["t_ms"] for v in visemes]
         assert times == sorted(times)
         assert all(0 <= v["id"] <= 14 for v in visemes)
