@@ -1,6 +1,6 @@
 """Capacity: N simultaneous full-duplex calls, Sandra against a bare aiortc echo server.
 
-    .venv/bin/python -m bench.load [--calls 1,5,10,20,40] [--duration 10] [--workers 1]
+    .venv/bin/python -m bench.load [--calls 1,5,10,20,40] [--duration 10] [--workers 1] [--servers echo,sandra]
 
 For each N, client processes (real aiortc peers; one process up to 8 calls, two beyond)
 connect N calls, wait for a common start time, and measure for ``--duration`` seconds.
@@ -161,9 +161,9 @@ def measure(url: str, server: Any, calls: int, mode: str, duration: float) -> di
     return row
 
 
-def run(calls: list[int], duration: float, workers: int) -> dict[str, Any]:
+def run(calls: list[int], duration: float, workers: int, servers: tuple[str, ...] = ("echo", "sandra")) -> dict[str, Any]:
     rows = []
-    for mode in ("echo", "sandra"):
+    for mode in servers:
         env = {"SANDRA_SCRIPTED_REPLY": REPLY}
         kwargs: dict[str, Any] = {"module": "bench.echo_server"} if mode == "echo" else {
             "args": ["--workers", str(workers)] if workers > 1 else []}
@@ -173,7 +173,7 @@ def run(calls: list[int], duration: float, workers: int) -> dict[str, Any]:
                 rows.append(row)
                 print(f"  {mode} x{n}: " + ", ".join(f"{k}={row[k]}" for k in COLUMNS[2:]), flush=True)
     summary = {}
-    for mode in ("echo", "sandra"):
+    for mode in servers:
         ok = [r["calls"] for r in rows if r["server"] == mode and r["real_time"]]
         summary[f"{mode}_max_real_time_calls"] = max(ok) if ok else 0
     pairs = [(e, s) for e in rows for s in rows if e["server"] == "echo" and s["server"] == "sandra"
@@ -204,14 +204,15 @@ def main() -> None:
     c.add_argument("--seed", type=int, default=0)
     parser.add_argument("--calls", default="1,5,10,20,40")
     parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="Sandra server processes (SO_REUSEPORT)")
+    parser.add_argument("--servers", default="echo,sandra", help="which to measure: echo, sandra or both")
     args = parser.parse_args()
     if args.command == "client":
         result = asyncio.run(client(args.url, args.peers, args.mode, args.start_at, args.duration, args.seed))
         print(json.dumps(result))
         return
     calls = [int(n) for n in args.calls.split(",")]
-    out = run(calls, args.duration, args.workers)
+    out = run(calls, args.duration, args.workers, tuple(args.servers.split(",")))
     print(table(out["rows"], COLUMNS))
     name = "load" if args.workers == 1 else f"load_workers{args.workers}"
     path = save(name, out)

@@ -20,6 +20,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from bench.common import save, table
 from server import config as config_module
 from server.providers.base import STT_RATE, ChatMessage, LLMRequest
 from server.providers.concierge import ConciergeLLM
@@ -131,11 +132,9 @@ async def main(repeat: int) -> None:
     rows.append(("RSS: after transcribing", f"{rss_mb():.0f} MB"))
     await stt.aclose()
 
-    width = max(len(name) for name, _ in rows)
-    print(f"{'measure':<{width}}  value")
-    print("-" * (width + 40))
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
+    print(table([{"measure": name, "value": value} for name, value in rows], ["measure", "value"]))
+    path = save("offline_providers", {"repeat": repeat, "rows": [{"measure": n, "value": v} for n, v in rows]})
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

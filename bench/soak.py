@@ -45,17 +45,21 @@ async def wait_idle(url: str) -> dict[str, Any]:
 async def run(calls: int, warmup: int) -> dict[str, Any]:
     with server_process({"SANDRA_SCRIPTED_REPLY": "At three."}) as server:
         before = None
+        checkpoints = []
         started = time.monotonic()
         for i in range(calls):
             await one_call(server.url)
             if i + 1 == warmup:
                 before = await wait_idle(server.url)
+            if i + 1 >= warmup and (i + 1 - warmup) % 50 == 0 or i + 1 == calls:
+                stats = await wait_idle(server.url)
+                checkpoints.append({"calls": i + 1, **{k: stats.get(k) for k in ("rss_mb", "fds", "tasks", "threads")}})
         after = await wait_idle(server.url)
         elapsed = time.monotonic() - started
     assert before is not None
     rows = [{"measure": k, "after_warmup": before.get(k), "after_all": after.get(k),
              "growth": round(after.get(k, 0) - before.get(k, 0), 1)} for k in ("rss_mb", "fds", "tasks", "threads")]
-    return {"calls": calls, "warmup": warmup, "seconds": round(elapsed, 1), "rows": rows}
+    return {"calls": calls, "warmup": warmup, "seconds": round(elapsed, 1), "rows": rows, "checkpoints": checkpoints}
 
 
 def main() -> None:
@@ -68,6 +72,7 @@ def main() -> None:
     out = asyncio.run(run(args.calls, args.warmup))
     path = save("soak", out)
     print(table(out["rows"], ["measure", "after_warmup", "after_all", "growth"]))
+    print(table(out["checkpoints"], ["calls", "rss_mb", "fds", "tasks", "threads"]))
     print(f"{out['calls']} calls in {out['seconds']} s; wrote {path}")
 
 

@@ -17,6 +17,7 @@ from server import config as configuration
 from server.app import SESSIONS, create_app
 from server.config import Config
 from server.media.ice import restrict_host_addresses
+from tests.fakes.vendors import FakeVendors
 from tests.support.peer import ClientPeer
 
 LOOPBACK = {"host_addresses": ["127.0.0.1"], "ice_servers": []}
@@ -85,3 +86,25 @@ async def peer_factory() -> AsyncIterator[Callable[..., Any]]:
     yield connect
     for peer in peers:
         await peer.close()
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeVendors]:
+    """Local fake vendor servers (Anthropic, Cartesia, OpenAI-style) on 127.0.0.1."""
+    async with FakeVendors() as vendors:
+        yield vendors
+
+
+@pytest.fixture
+async def provider_factory(fake: FakeVendors, tmp_path: Any) -> AsyncIterator[Callable[..., Any]]:
+    """``make(cls, env=None, **sections)``: a provider pointed at the fakes, closed after the test."""
+    made: list[Any] = []
+
+    def make(cls: type, env: dict[str, str] | None = None, **sections: Any) -> Any:
+        provider = cls(fake.config(root=tmp_path, env=env, **sections))
+        made.append(provider)
+        return provider
+
+    yield make
+    for provider in made:
+        await provider.aclose()

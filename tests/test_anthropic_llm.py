@@ -13,7 +13,6 @@ import pytest
 from server.errors import ProviderError
 from server.providers.anthropic_llm import INTERRUPTED, AnthropicLLM, build_messages
 from server.providers.base import ChatMessage, LLMRequest
-from tests.fakes import FakeVendors
 from tests.fakes.anthropic_fake import Reply, ToolCall
 
 KNOWLEDGE = """
@@ -43,26 +42,15 @@ WRONG_KEY = "sk-ant-wrong-secret-value-424242"
 
 
 @pytest.fixture
-async def fake():
-    async with FakeVendors() as f:
-        yield f
-
-
-@pytest.fixture
-async def make_llm(fake, tmp_path):
+def make_llm(provider_factory, tmp_path):
     (tmp_path / "knowledge.toml").write_text(KNOWLEDGE, encoding="utf-8")
-    made: list[AnthropicLLM] = []
 
     async def make(env: dict[str, str] | None = None, **llm: Any) -> AnthropicLLM:
-        config = fake.config(root=tmp_path, env=env, llm={"host_inbox": "inbox/host.jsonl", **llm})
-        provider = AnthropicLLM(config)
+        provider = provider_factory(AnthropicLLM, env, llm={"host_inbox": "inbox/host.jsonl", **llm})
         await provider.start()
-        made.append(provider)
         return provider
 
-    yield make
-    for provider in made:
-        await provider.aclose()
+    return make
 
 
 @pytest.fixture

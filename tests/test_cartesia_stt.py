@@ -5,41 +5,23 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import numpy as np
 import pytest
 
 from server.errors import ProviderError
 from server.providers.cartesia_stt import CartesiaSTT, join_deltas
-from tests.fakes import FakeVendors
+from tests.support.audio import tone16k as speech
 from tests.fakes.cartesia_fake import API_KEY
 
 WRONG_KEY = "sk_car_wrong_secret_value_555"
 FRAME = 640  # 20 ms of 16 kHz s16le
 
 
-def speech(seconds: float) -> bytes:
-    t = np.arange(int(16000 * seconds)) / 16000
-    return (np.sin(2 * np.pi * 220 * t) * 8000).astype("<i2").tobytes()
-
-
 @pytest.fixture
-async def fake():
-    async with FakeVendors() as f:
-        yield f
-
-
-@pytest.fixture
-async def make_stt(fake, tmp_path):
-    made: list[CartesiaSTT] = []
-
+def make_stt(provider_factory):
     def make(env: dict[str, str] | None = None, **stt: object) -> CartesiaSTT:
-        provider = CartesiaSTT(fake.config(root=tmp_path, env=env, stt=stt))
-        made.append(provider)
-        return provider
+        return provider_factory(CartesiaSTT, env, stt=stt)
 
-    yield make
-    for provider in made:
-        await provider.aclose()
+    return make
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import pytest
 from server.providers.base import TTSChunk
 from server.providers.cartesia_tts import TAIL_MS, CartesiaTTS, Timeline, websocket_url
 from server.providers.scripted import MS_PER_CHAR
-from tests.fakes import FakeVendors
 from tests.fakes.cartesia_fake import API_KEY, VOICE_ID
 
 ONE = "Check-in is from three in the afternoon."
@@ -19,23 +18,11 @@ WRONG_KEY = "sk_car_wrong_secret_value_987654"
 
 
 @pytest.fixture
-async def fake():
-    async with FakeVendors() as f:
-        yield f
-
-
-@pytest.fixture
-async def make_tts(fake, tmp_path):
-    made: list[CartesiaTTS] = []
-
+def make_tts(provider_factory):
     def make(env: dict[str, str] | None = None, **tts: object) -> CartesiaTTS:
-        provider = CartesiaTTS(fake.config(root=tmp_path, env=env, tts=tts))
-        made.append(provider)
-        return provider
+        return provider_factory(CartesiaTTS, env, tts=tts)
 
-    yield make
-    for provider in made:
-        await provider.aclose()
+    return make
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import pytest
 
 from server.app import PROVIDERS
 from tests.conftest import LOOPBACK, run_server
-from tests.fakes import FakeVendors
 from tests.fakes.anthropic_fake import Reply, ToolCall
 from tests.support.audio import silence, speech
 
@@ -36,12 +35,6 @@ keywords = { en = ["check-in", "arrival"], es = ["entrada", "llegada"] }
 CLOUD = {"stt": {"provider": "cartesia"}, "llm": {"provider": "anthropic"}, "tts": {"provider": "cartesia"}}
 QUESTION = "What time is check-in?"
 APOLOGY = "Sorry, I'm having a technical problem right now. Could you ask me again in a moment?"
-
-
-@pytest.fixture
-async def fake():
-    async with FakeVendors() as f:
-        yield f
 
 
 @pytest.fixture
@@ -314,6 +307,8 @@ async def test_stt_socket_drop_ends_in_a_spoken_apology(fake, cloud, peer_factor
         error, done = await _apologized(peer, mark, "cartesia")
         assert "socket" in error["message"]
         assert done["text"] == APOLOGY
+        # Sandra is listening again (not stuck in the caller's broken turn).
+        await peer.wait_for("state", lambda e: e["state"] == "listening", after=peer.events.index(done))
         assert not [e for e in peer.events[mark:] if e["type"] == "transcript" and e["final"]]
         (stt,) = fake.stt.connections
         assert stt.dropped and stt.closed

@@ -2,40 +2,22 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from server.errors import ProviderError
 from server.providers.openai_stt import OpenAISTT, transcriptions_url
-from tests.fakes import FakeVendors
+from tests.support.audio import tone16k as speech
 from tests.fakes.openai_fake import API_KEY
 
 WRONG_KEY = "sk-wrong-secret-value-31337"
 
 
-def speech(seconds: float) -> bytes:
-    t = np.arange(int(16000 * seconds)) / 16000
-    return (np.sin(2 * np.pi * 220 * t) * 8000).astype("<i2").tobytes()
-
-
 @pytest.fixture
-async def fake():
-    async with FakeVendors() as f:
-        yield f
-
-
-@pytest.fixture
-async def make_stt(fake, tmp_path):
-    made: list[OpenAISTT] = []
-
+def make_stt(provider_factory):
     def make(env: dict[str, str] | None = None, **stt: object) -> OpenAISTT:
-        provider = OpenAISTT(fake.config(root=tmp_path, env=env, stt=stt))
-        made.append(provider)
-        return provider
+        return provider_factory(OpenAISTT, env, stt=stt)
 
-    yield make
-    for provider in made:
-        await provider.aclose()
+    return make
 
 
 def test_url():

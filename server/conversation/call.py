@@ -388,6 +388,10 @@ class Call:
         log.warning("call %s: turn %d: %s", self.session_id, turn.id, exc)
         self.metrics.provider_errors.labels(exc.provider).inc()
         self.send({"type": "error", "code": "provider_error", "message": f"the {exc.provider} service failed: {exc}"})
+        if self._listening is turn:  # STT failed while the caller was still speaking
+            self._listening = None
+            self.conversation.user_stopped(self._clock())  # their turn is over: Sandra answers
+            self._emit_states()
         apology = self.providers.llm.apology(self.language)
         reply = turn.reply = turn.reply or Reply(turn.id)
         if not reply.spoken and not reply.current:
@@ -400,8 +404,6 @@ class Call:
         except ProviderError as tts_exc:
             log.warning("call %s: apology not spoken: %s", self.session_id, tts_exc)
             self.send({"type": "response:delta", "turn_id": turn.id, "text": apology})
-        if self.conversation.state is State.USER_SPEAKING and self._listening is turn:
-            self._listening = None
         self._complete(turn)
 
     def _notify(self, event: dict[str, Any]) -> None:

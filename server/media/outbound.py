@@ -12,6 +12,9 @@ that much audio, synchronously; the very next frame is silence.
 
 Each reply is tracked: :attr:`reply_written` and :attr:`reply_sent` count its samples,
 so the call knows how much of the reply the caller actually heard.
+
+A frame returned by :meth:`recv` is valid until the next call (the idle silence frame is
+one reused object), which is how aiortc's sender consumes a track.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ class OutboundAudio(MediaStreamTrack):
         self._drained = asyncio.Event()
         self._drained.set()
         self._silence = bytes(self._frame_bytes)
+        self._time_base = Fraction(1, sample_rate)
+        self._silent_frame = self._frame(np.zeros(self._frame_samples, dtype=np.int16))
         self._start: float | None = None
         self._pts = 0
         self.reply_id: int | None = None
@@ -151,16 +156,27 @@ class OutboundAudio(MediaStreamTrack):
                 self._flushed = False
                 self.silent_after_flush_at = now
 
-        samples = np.frombuffer(data, dtype=np.int16)
-        if self._on_frame is not None:
-            rms = float(np.sqrt(np.mean(samples.astype(np.float32) ** 2))) if n else 0.0
-            self._on_frame(now, rms, bool(n))
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = self.sample_rate
+        if n:
+            samples = np.frombuffer(data, dtype=np.int16)
+            frame = self._frame(samples)
+            if self._on_frame is not None:
+                floats = samples.astype(np.float32)
+                self._on_frame(now, float(np.sqrt(np.dot(floats, floats) / floats.size)), True)
+        else:
+            # Idle: one silent frame object serves every time (aiortc's sender is done
+            # encoding a frame before it asks for the next).
+            frame = self._silent_frame
+            if self._on_frame is not None:
+                self._on_frame(now, 0.0, False)
         frame.pts = self._pts
-        frame.time_base = Fraction(1, self.sample_rate)
         self._pts += self._frame_samples
         self.frames_sent += 1
+        return frame
+
+    def _frame(self, samples: np.ndarray) -> av.AudioFrame:
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = self.sample_rate
+        frame.time_base = self._time_base
         return frame
 
     def stop(self) -> None:

@@ -88,7 +88,7 @@ def fake_mics(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     import numpy as np
 
     if not shutil.which("espeak-ng"):
-        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+        pytest.fail("espeak-ng is not installed: run `make test` (it installs it) or apt-get install espeak-ng")
     tmp = tmp_path_factory.mktemp("mic")
     rate = 48000
     speech = _speech_pcm(QUESTION, rate, tmp)
@@ -186,9 +186,10 @@ def scripted_server() -> Iterator[SandraServer]:
 
 @pytest.fixture(scope="module")
 def playwright_driver() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api")
+    from playwright import sync_api
+
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}")
+        pytest.fail(f"no Chromium at {CHROMIUM}: run `make test` (it installs it) or apt-get install chromium")
     with sync_api.sync_playwright() as p:
         yield p
 

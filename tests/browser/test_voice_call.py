@@ -17,7 +17,6 @@ import pytest
 
 from .conftest import (
     OFFLINE,
-    SCRIPTED,
     STATUS_SHAPE,
     SandraServer,
     assert_shape,
@@ -58,15 +57,9 @@ ENERGY_PROBE = """() => {
 
 @pytest.fixture(scope="module")
 def voice_server() -> Iterator[SandraServer]:
-    """The offline pipeline if this machine has it, else the scripted one."""
-    try:
-        with sandra_server(OFFLINE, "offline", startup_s=90) as server:
-            if server.providers == {"stt": "local", "llm": "concierge", "tts": "espeak"}:
-                yield server
-                return
-    except RuntimeError:
-        pass  # not installed or not working here: the scripted pipeline still tests the page
-    with sandra_server(SCRIPTED, "voice-scripted") as server:
+    """The offline pipeline, Sandra's default: local Whisper, the concierge, espeak."""
+    with sandra_server(OFFLINE, "offline", startup_s=90) as server:
+        assert server.providers == {"stt": "local", "llm": "concierge", "tts": "espeak"}
         yield server
 
 
@@ -142,8 +135,6 @@ def test_a_spoken_question_is_transcribed_and_answered_out_loud(speaking_browser
 
 
 def test_a_question_passed_on_to_the_host_shows_on_the_page(quiet_browser: Any, voice_server: SandraServer) -> None:
-    if voice_server.providers.get("llm") != "concierge":
-        pytest.skip("needs the knowledge-base concierge (the scripted LLM never calls a tool)")
     page, errors = open_page(quiet_browser, f"{voice_server.url}/", viewport={"width": 1280, "height": 800})
     page.click("#call")
     wait_event(page, "state", "m.state === 'speaking'", timeout=20_000)
@@ -163,8 +154,6 @@ def test_a_question_passed_on_to_the_host_shows_on_the_page(quiet_browser: Any, 
 
 
 def test_a_message_typed_while_sandra_speaks_is_answered(quiet_browser: Any, voice_server: SandraServer) -> None:
-    if voice_server.providers.get("llm") != "concierge":
-        pytest.skip("needs the knowledge-base concierge (the scripted LLM ignores the question)")
     page, errors = open_page(quiet_browser, f"{voice_server.url}/", viewport={"width": 1280, "height": 800})
     page.click("#call")
     wait_event(page, "state", "m.state === 'speaking'", timeout=20_000)  # greeting under way

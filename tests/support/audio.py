@@ -55,3 +55,9 @@ def write_wav(path: Path, pcm: bytes, rate: int = RATE) -> Path:
 def rms(pcm: bytes) -> float:
     samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
     return float(np.sqrt(np.mean(samples * samples))) if samples.size else 0.0
+
+
+def tone16k(seconds: float, hz: float = 220.0, amplitude: int = 8000) -> bytes:
+    """A steady tone as 16 kHz mono s16le, what the call feeds STT providers."""
+    t = np.arange(int(16000 * seconds)) / 16000
+    return (np.sin(2 * np.pi * hz * t) * amplitude).astype("<i2").tobytes()
