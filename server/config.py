@@ -17,7 +17,6 @@ embedded offline provider otherwise.
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -307,11 +306,3 @@ def _validate(config: Config) -> None:
         raise ConfigError("[server] max_sessions must be at least 1")
     if config.audio.outbound_lead_ms < 20:
         raise ConfigError("[audio] outbound_lead_ms must be at least 20")
-
-
-def to_dict(config: Config) -> dict[str, Any]:
-    """The config without secrets, for logs and /api/health."""
-    out = dataclasses.asdict(config)
-    out.pop("secrets")
-    out["root"] = str(config.root)
-    return out

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from .errors import ProtocolError
 
@@ -155,22 +155,3 @@ def event(type: str, **fields: Any) -> dict[str, Any]:
 
 def encode(ev: dict[str, Any]) -> str:
     return json.dumps(ev, separators=(",", ":"), ensure_ascii=False)
-
-
-ServerEventType = Literal[
-    "auth:ok",
-    "call:started",
-    "state",
-    "vad",
-    "transcript",
-    "response:delta",
-    "response:done",
-    "viseme",
-    "barge-in",
-    "barge-in:ack",
-    "metrics",
-    "pong",
-    "call:ended",
-    "tool",
-    "error",
-]

@@ -97,7 +97,6 @@ class Call:
         self.authenticated = False
         self.created_at = clock()
         self.last_activity = self.created_at
-        self.events_sent = 0
         self.echo_suppressed = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._turn: Turn | None = None
@@ -180,7 +179,6 @@ class Call:
         channel = self.channel
         if channel is not None and channel.readyState == "open":
             channel.send(protocol.encode(ev))
-            self.events_sent += 1
 
     def _emit_states(self) -> None:
         for change in self.conversation.take_events():

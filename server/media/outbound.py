@@ -67,7 +67,6 @@ class OutboundAudio(MediaStreamTrack):
         self.reply_first_sent_at: float | None = None
         self.silent_after_flush_at: float | None = None
         self._flushed = False
-        self.frames_sent = 0
         self.stalls = 0
 
     # --- producer side ---------------------------------------------------------------
@@ -115,10 +114,6 @@ class OutboundAudio(MediaStreamTrack):
     @property
     def queued_ms(self) -> float:
         return len(self._buffer) / 2 / self.sample_rate * 1000
-
-    @property
-    def reply_sent_ms(self) -> float:
-        return self.reply_sent / self.sample_rate * 1000
 
     # --- aiortc side -----------------------------------------------------------------
 
@@ -170,7 +165,6 @@ class OutboundAudio(MediaStreamTrack):
                 self._on_frame(now, 0.0, False)
         frame.pts = self._pts
         self._pts += self._frame_samples
-        self.frames_sent += 1
         return frame
 
     def _frame(self, samples: np.ndarray) -> av.AudioFrame:

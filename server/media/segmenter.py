@@ -64,13 +64,6 @@ class SpeechSegmenter:
         self._sustained = False
         self._last_voiced_at = 0.0
 
-    def reset(self) -> None:
-        """Forget the current segment (e.g. when a call ends)."""
-        self._pre_roll.clear()
-        self.speaking = False
-        self._run = self._silence = 0
-        self._sustained = False
-
     def push(self, pcm: bytes, voiced: bool, at: float) -> list[SegmenterEvent]:
         events: list[SegmenterEvent] = []
         if voiced:
