@@ -7,7 +7,7 @@ pipeline whose cost is known: with zero delays, what is measured is Sandra's own
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import numpy as np
 
@@ -51,16 +51,26 @@ class ScriptedLLM(LLM):
             yield word if i == len(words) - 1 else word + " "
 
 
-def synthetic_voice(text: str, rate: int = TTS_RATE) -> np.ndarray:
-    """A voiced, syllable-modulated waveform ``MS_PER_CHAR`` ms per character (int16)."""
+def synthetic_voice_chunks(text: str, rate: int = TTS_RATE, chunk_ms: int = CHUNK_MS) -> Iterator[np.ndarray]:
+    """A voiced, syllable-modulated waveform, ``MS_PER_CHAR`` ms per character (int16),
+    made chunk by chunk, as a streaming synthesiser would deliver it."""
     n = max(1, int(len(text) * MS_PER_CHAR * rate / 1000))
-    t = np.arange(n) / rate
-    pitch = 160 + 20 * np.sin(2 * np.pi * 0.7 * t)
-    phase = 2 * np.pi * np.cumsum(pitch) / rate
-    wave = np.sin(phase) + 0.5 * np.sin(2 * phase) + 0.25 * np.sin(3 * phase)
-    envelope = 0.55 + 0.45 * np.sin(2 * np.pi * 4.0 * t)
-    ramp = np.minimum(1.0, np.minimum(t, t[-1] - t) / 0.01)  # 10 ms fade in/out
-    return (wave * envelope * ramp * 6000).astype(np.int16)
+    end = (n - 1) / rate
+    step = rate * chunk_ms // 1000
+    phase0 = 0.0
+    for lo in range(0, n, step):
+        t = np.arange(lo, min(n, lo + step)) / rate
+        pitch = 160 + 20 * np.sin(2 * np.pi * 0.7 * t)
+        phase = phase0 + 2 * np.pi * np.cumsum(pitch) / rate
+        phase0 = float(phase[-1])
+        wave = np.sin(phase) + 0.5 * np.sin(2 * phase) + 0.25 * np.sin(3 * phase)
+        envelope = 0.55 + 0.45 * np.sin(2 * np.pi * 4.0 * t)
+        ramp = np.minimum(1.0, np.minimum(t, end - t) / 0.01)  # 10 ms fade in/out
+        yield (wave * envelope * ramp * 6000).astype(np.int16)
+
+
+def synthetic_voice(text: str, rate: int = TTS_RATE) -> np.ndarray:
+    return np.concatenate(list(synthetic_voice_chunks(text, rate)))
 
 
 class ScriptedTTS(SentenceTTS):
@@ -71,7 +81,6 @@ class ScriptedTTS(SentenceTTS):
 
     async def synthesize(self, text: str, language: str) -> AsyncIterator[TTSChunk]:
         await _sleep_ms(self._config.tts_first_ms)
-        pcm = synthetic_voice(text).tobytes()
         words = text.split()
         # Word timings proportional to their length in characters, like the audio.
         starts, ends, pos = [], [], 0
@@ -81,14 +90,19 @@ class ScriptedTTS(SentenceTTS):
             starts.append(start * MS_PER_CHAR / 1000)
             ends.append(pos * MS_PER_CHAR / 1000)
         all_visemes = visemes.from_words(words, starts, ends)
-        step = TTS_RATE * CHUNK_MS // 1000 * 2
-        for offset in range(0, len(pcm), step):
-            lo_ms, hi_ms = offset / 2 / TTS_RATE * 1000, (offset + step) / 2 / TTS_RATE * 1000
-            last = offset + step >= len(pcm)
+        chunks = synthetic_voice_chunks(text, TTS_RATE)
+        offset = 0
+        chunk = next(chunks)
+        while chunk is not None:
+            following = next(chunks, None)
+            lo_ms, hi_ms = offset / TTS_RATE * 1000, (offset + len(chunk)) / TTS_RATE * 1000
+            last = following is None
             yield TTSChunk(
-                pcm[offset : offset + step],
+                chunk.tobytes(),
                 TTS_RATE,
                 tuple(v for v in all_visemes if lo_ms <= v.t_ms < hi_ms or (last and v.t_ms >= hi_ms)),
                 text if last else "",
             )
+            offset += len(chunk)
+            chunk = following
             await asyncio.sleep(0)
