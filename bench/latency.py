@@ -32,7 +32,6 @@ from tests.support.peer import ClientPeer
 from .common import percentiles, save, server_process, table
 
 END_SILENCE_MS = 500
-SILENT_RMS = 30.0
 REPLY = "Check-in is from three in the afternoon, and check-out is at eleven in the morning."
 
 
@@ -40,21 +39,6 @@ def utterance(ms: int = 900) -> bytes:
     """A voiced synthetic utterance at 48 kHz: every frame voiced, a sharp end."""
     chars = max(1, int(ms / 55))
     return resample(synthetic_voice("x" * chars, 24000).tobytes(), 24000)
-
-
-def first_loud_after(peer: ClientPeer, at: float) -> float | None:
-    return next((h.at for h in peer.heard if h.at > at and h.rms > SILENT_RMS), None)
-
-
-def first_quiet_run_after(peer: ClientPeer, at: float, run: int = 5) -> float | None:
-    count = 0
-    for h in peer.heard:
-        if h.at <= at:
-            continue
-        count = count + 1 if h.rms <= SILENT_RMS else 0
-        if count == run:
-            return h.at - (run - 1) * 0.02
-    return None
 
 
 async def _settle(peer: ClientPeer, after: int) -> None:
@@ -78,7 +62,7 @@ async def voice_to_voice(url: str, turns: int) -> dict[str, Any]:
             peer.mic.play(utterance() + silence(END_SILENCE_MS + 1500))
             done = await peer.wait_for("response:done", after=mark, timeout=30)
             last_voiced = peer.mic.sent_voiced[-1]
-            first_reply = first_loud_after(peer, last_voiced)
+            first_reply = peer.first_loud_after(last_voiced)
             if first_reply is not None:
                 overheads.append((first_reply - last_voiced) * 1000 - END_SILENCE_MS)
             metrics = await peer.wait_for("metrics", lambda e: e["turn_id"] == done["turn_id"], after=mark)
@@ -103,7 +87,7 @@ async def barge_in(url: str, count: int) -> dict[str, Any]:
             mark = len(peer.events)
             peer.send({"type": "message", "text": "Tell me about check-in"})
             speaking = await peer.wait_for("state", lambda e: e["state"] == "speaking", after=mark, timeout=20)
-            await peer.wait_until(lambda: (first_loud_after(peer, speaking["_at"]) or 1e18) < time.monotonic() - 0.6,
+            await peer.wait_until(lambda: (peer.first_loud_after(speaking["_at"]) or 1e18) < time.monotonic() - 0.6,
                                   what="reply audio")
             if by_voice:
                 sent_before = len(peer.mic.sent_voiced)
@@ -114,7 +98,7 @@ async def barge_in(url: str, count: int) -> dict[str, Any]:
                 started = time.monotonic()
                 peer.send({"type": "barge-in"})
             await peer.wait_for("barge-in", after=mark, timeout=10)
-            quiet = await peer.wait_until(lambda: first_quiet_run_after(peer, started), what="silence")
+            quiet = await peer.wait_until(lambda: peer.quiet_since(started, run=5), what="silence")
             (voice if by_voice else client).append((quiet - started) * 1000)
             metrics = await peer.wait_for("metrics", lambda e: "barge_in_ms" in e, after=mark, timeout=10)
             if by_voice:

@@ -46,18 +46,6 @@ async def _greeted(peer) -> int:
     return len(peer.events)
 
 
-def _quiet_since(peer, at: float) -> float | None:
-    """Arrival time of the first of 10 silent frames in a row after ``at``."""
-    run = 0
-    for h in peer.heard:
-        if h.at < at:
-            continue
-        run = run + 1 if h.rms <= 30 else 0
-        if run == 10:
-            return h.at - 9 * 0.02
-    return None
-
-
 async def test_voice_barge_in_silences_sandra_and_truncates_history(server, peer_factory):
     peer = await peer_factory(server, fast_receive=True)  # no client playout buffer: time the server
     mark = await _greeted(peer)
@@ -67,7 +55,7 @@ async def test_voice_barge_in_silences_sandra_and_truncates_history(server, peer
     peer.mic.play(speech("No wait, stop please.") + silence(100))
     barge = await peer.wait_for("barge-in", after=mark)
     assert barge == {**barge, "turn_id": turn_id, "source": "voice"}
-    quiet = await peer.wait_until(lambda: _quiet_since(peer, barge["_at"] - 0.5), what="silence")
+    quiet = await peer.wait_until(lambda: peer.quiet_since(barge["_at"] - 0.5), what="silence")
     assert quiet - barge["_at"] < 0.08  # silent right away: no queued or stale audio after it
 
     done = await peer.wait_for("response:done", lambda e: e["turn_id"] == turn_id, after=mark)
@@ -100,7 +88,7 @@ async def test_client_barge_in_is_acknowledged(server, peer_factory):
     assert ack["id"] == "b1" and ack["turn_id"] == speaking["turn_id"] and ack["interrupted"] is True
     barge = await peer.wait_for("barge-in", after=mark)
     assert barge["source"] == "client"
-    quiet = await peer.wait_until(lambda: _quiet_since(peer, ack["_at"] - 0.5), what="silence")
+    quiet = await peer.wait_until(lambda: peer.quiet_since(ack["_at"] - 0.5), what="silence")
     assert quiet - ack["_at"] < 0.08
     done = await peer.wait_for("response:done", lambda e: e["turn_id"] == speaking["turn_id"], after=mark)
     assert done["interrupted"] is True

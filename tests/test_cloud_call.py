@@ -203,18 +203,6 @@ async def test_notify_host_round_trip(fake, cloud, peer_factory, tmp_path):
 # --- barge-in -------------------------------------------------------------------------------
 
 
-def _quiet_since(peer, at: float) -> float | None:
-    """Arrival time of the first of 10 silent frames in a row after ``at``."""
-    run = 0
-    for h in peer.heard:
-        if h.at < at:
-            continue
-        run = run + 1 if h.rms <= 30 else 0
-        if run == 10:
-            return h.at - 9 * 0.02
-    return None
-
-
 async def test_barge_in_cancels_the_cartesia_context_and_closes_the_claude_stream(fake, cloud, peer_factory):
     long_reply = ("Check-in is from three in the afternoon. After that you can leave your bags with me, "
                   "pick up the keys from the box by the door, and I will tell you all about the neighbourhood.")
@@ -239,7 +227,7 @@ async def test_barge_in_cancels_the_cartesia_context_and_closes_the_claude_strea
                          what="the Cartesia cancel and the Claude stream closed")
         assert not first.completed
         assert {"context_id": context.context_id, "cancel": True} in fake.tts.connections[-1].messages
-        quiet = await peer.wait_until(lambda: _quiet_since(peer, barge["_at"] - 0.5), what="silence")
+        quiet = await peer.wait_until(lambda: peer.quiet_since(barge["_at"] - 0.5), what="silence")
         assert quiet - barge["_at"] < 0.3  # silent right away, not after the audio already queued
 
         done = await peer.wait_for("response:done", lambda e: e["turn_id"] == turn_id, after=mark)

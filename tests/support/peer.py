@@ -224,6 +224,21 @@ class ClientPeer:
     def loud_frames(self, since: float = 0.0) -> int:
         return sum(1 for h in self.heard if h.at >= since and h.rms > SILENT_RMS)
 
+    def first_loud_after(self, at: float) -> float | None:
+        """Arrival time of the first frame with energy after ``at``."""
+        return next((h.at for h in self.heard if h.at > at and h.rms > SILENT_RMS), None)
+
+    def quiet_since(self, at: float, run: int = 10) -> float | None:
+        """Arrival time of the first of ``run`` silent frames in a row after ``at``."""
+        count = 0
+        for h in self.heard:
+            if h.at <= at:
+                continue
+            count = count + 1 if h.rms <= SILENT_RMS else 0
+            if count == run:
+                return h.at - (run - 1) * 0.02
+        return None
+
     async def close(self) -> None:
         await self.pc.close()
         for task in self._tasks:
