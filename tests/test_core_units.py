@@ -188,3 +188,18 @@ def test_the_shipped_config_toml_loads_and_names_every_key():
         documented = set(raw[section])
         known = {f.name for f in fields(getattr(config, section))}
         assert documented == known, section
+
+
+def test_played_text_is_what_the_caller_heard():
+    from server.conversation.reply import Reply
+
+    reply = Reply(1, spoken=[(100, "One two three."), (200, "Four five six seven.")], current="Eight nine.")
+    heard = [reply.played_text(played, 250) for played in (0, 50, 100, 150, 225, 250)]
+    assert heard == [
+        "",
+        "One",
+        "One two three.",
+        "One two three. Four five",
+        "One two three. Four five six seven. Eight",
+        "One two three. Four five six seven. Eight nine.",
+    ]

@@ -41,15 +41,21 @@ class Reply:
     tts_first_at: float | None = None
 
     def played_text(self, samples_played: int, samples_written: int) -> str:
-        """What the caller heard, given how many samples of this reply left the track."""
-        heard = [text for end, text in self.spoken if end <= samples_played]
-        start = self.spoken[len(heard) - 1][0] if heard else 0
-        pending = [text for end, text in self.spoken[len(heard) :]] or [self.current]
-        sentence = pending[0] if pending else ""
-        if sentence and samples_played > start:
-            end = next((e for e, _ in self.spoken[len(heard) :]), samples_written)
-            fraction = min(1.0, (samples_played - start) / max(1, end - start))
-            words = sentence.split()
+        """What the caller heard, given how many samples of this reply left the track:
+        the sentences played to their end, and the words of the one cut short in
+        proportion to how much of its audio was played."""
+        heard, start = [], 0
+        for end, text in self.spoken:
+            if end > samples_played:
+                partial, partial_end = text, end
+                break
+            heard.append(text)
+            start = end
+        else:  # cut inside text whose audio is not all written yet
+            partial, partial_end = self.current, samples_written
+        if partial and samples_played > start:
+            fraction = min(1.0, (samples_played - start) / max(1, partial_end - start))
+            words = partial.split()
             heard.append(" ".join(words[: int(len(words) * fraction)]))
         return " ".join(t for t in heard if t).strip()
 
