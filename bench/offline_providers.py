@@ -17,8 +17,6 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import av
-import numpy as np
 
 from bench.common import save, table
 from server import config as config_module
@@ -26,6 +24,7 @@ from server.providers.base import STT_RATE, ChatMessage, LLMRequest
 from server.providers.concierge import ConciergeLLM
 from server.providers.espeak_tts import EspeakTTS
 from server.providers.local_stt import LocalWhisperSTT
+from tests.support.audio import resample
 
 UTTERANCES = [
     "What time is check-in?",
@@ -42,15 +41,6 @@ def rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def to_16k(pcm: bytes, rate: int) -> bytes:
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=STT_RATE)
-    samples = np.frombuffer(pcm, dtype="<i2").reshape(1, -1)
-    frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
-    frame.sample_rate = rate
-    frames = resampler.resample(frame) + resampler.resample(None)
-    return b"".join(f.to_ndarray().astype("<i2").tobytes() for f in frames)
 
 
 async def timed(make: Callable[[], Awaitable[object]], repeat: int) -> tuple[float, object]:
@@ -110,7 +100,7 @@ async def main(repeat: int) -> None:
     speech = []
     for text in UTTERANCES:
         chunks = [c async for c in tts.synthesize(text, "en")]
-        speech.append((text, to_16k(b"".join(c.pcm for c in chunks), chunks[0].sample_rate)))
+        speech.append((text, resample(b"".join(c.pcm for c in chunks), chunks[0].sample_rate, STT_RATE)))
     before = rss_mb()
     stt = LocalWhisperSTT(config)
     t0 = time.perf_counter()

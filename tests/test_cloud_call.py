@@ -13,24 +13,7 @@ from server.app import PROVIDERS
 from tests.conftest import LOOPBACK, run_server
 from tests.fakes.anthropic_fake import Reply, ToolCall
 from tests.support.audio import silence, speech
-
-# A short greeting keeps the calls fast: the fake voice speaks 55 ms per character.
-KNOWLEDGE = """
-[property]
-name = "Casa Turia"
-host = "Marta"
-city = "Valencia"
-
-[greeting]
-en = "Hi, I'm Sandra."
-es = "Hola, soy Sandra."
-
-[[entry]]
-id = "check_in"
-answer = { en = "Check-in is from three in the afternoon.", es = "La entrada es a partir de las tres de la tarde." }
-questions = { en = ["What time is check-in?"], es = ["¿A qué hora es la entrada?"] }
-keywords = { en = ["check-in", "arrival"], es = ["entrada", "llegada"] }
-"""
+from tests.support.knowledge import KNOWLEDGE
 
 CLOUD = {"stt": {"provider": "cartesia"}, "llm": {"provider": "anthropic"}, "tts": {"provider": "cartesia"}}
 QUESTION = "What time is check-in?"

@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from faster_whisper import WhisperModel
@@ -18,6 +17,7 @@ from server.providers import create
 from server.providers.base import STT_RATE
 from server.providers.espeak_tts import EspeakTTS
 from server.providers.local_stt import LocalWhisperSTT, clean_text, load_model, resolve_model
+from tests.support.audio import resample
 
 CONFIG = config_module.load(stt={"provider": "local"})
 
@@ -35,19 +35,10 @@ async def stt(model: WhisperModel) -> AsyncIterator[LocalWhisperSTT]:
     await stt.aclose()
 
 
-def resample_to_16k(pcm: bytes, rate: int) -> bytes:
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=STT_RATE)
-    samples = np.frombuffer(pcm, dtype="<i2").reshape(1, -1)
-    frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
-    frame.sample_rate = rate
-    out = resampler.resample(frame) + resampler.resample(None)
-    return b"".join(f.to_ndarray().astype("<i2").tobytes() for f in out)
-
-
 async def spoken(text: str, language: str = "en") -> bytes:
     tts = EspeakTTS(CONFIG)
     chunks = [c async for c in tts.synthesize(text, language)]
-    return resample_to_16k(b"".join(c.pcm for c in chunks), chunks[0].sample_rate)
+    return resample(b"".join(c.pcm for c in chunks), chunks[0].sample_rate, STT_RATE)
 
 
 async def test_transcribes_a_question(stt: LocalWhisperSTT) -> None:
