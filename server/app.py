@@ -20,7 +20,7 @@ from . import __version__, providers
 from .config import Config
 from .errors import CapacityError, OfferError
 from .media.ice import restrict_host_addresses
-from .metrics import LoopMonitor, Metrics, now_ms, process_stats
+from .metrics import LoopMonitor, Metrics, names_module, now_ms, process_stats
 from .sessions import Sessions
 
 log = logging.getLogger("sandra.app")
@@ -105,6 +105,11 @@ async def metrics_json(request: web.Request) -> web.Response:
     )
 
 
+async def metric_names(request: web.Request) -> web.Response:
+    """The one list of latency metric names, as an ES module for the pages."""
+    return web.Response(text=names_module(), content_type="text/javascript", headers={"Cache-Control": "no-cache"})
+
+
 async def metrics_prometheus(request: web.Request) -> web.Response:
     return web.Response(body=request.app[METRICS].prometheus(), content_type="text/plain", charset="utf-8")
 
@@ -176,6 +181,7 @@ def create_app(config: Config, provider_set: providers.Providers | None = None) 
     app.router.add_get("/api/health", health)
     app.router.add_get("/api/metrics", metrics_json)
     app.router.add_get("/metrics", metrics_prometheus)
+    app.router.add_get("/metric-names.js", metric_names)
     app.router.add_get("/", _page(client / "index.html"))
     app.router.add_get("/debug", _page(client / "debug.html"))
     app.router.add_get("/{name:.+}", _client_files(client))

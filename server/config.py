@@ -36,6 +36,8 @@ class ServerConfig:
     session_ttl_s: float = 3600.0
     # A call with no ping and no inbound audio for this long is a dead peer.
     heartbeat_timeout_s: float = 5.0
+    # A session whose peer connection is not connected by then is closed, freeing its slot.
+    connect_timeout_s: float = 10.0
     client_dir: str = "client"
     log_level: str = "INFO"
 
@@ -126,6 +128,14 @@ class ScriptedConfig:
     llm_first_ms: float = 0.0
     llm_piece_ms: float = 0.0
     tts_first_ms: float = 0.0
+    # Fault injection for outside tests: "" (none) | "stt" | "llm" | "tts" (that provider
+    # raises its ProviderError) | "bug" (the LLM raises RuntimeError after its first piece),
+    # on the caller's turns listed in fault_turns (counted from 1, the greeting not counted).
+    fault: str = ""
+    fault_turns: tuple[int, ...] = ()
+
+
+FAULTS = ("", "stt", "llm", "tts", "bug")
 
 
 @dataclass(frozen=True)
@@ -212,6 +222,10 @@ def _coerce(section: str, key: str, value: Any, kind: Any) -> Any:
         if kind.startswith("tuple"):
             if isinstance(value, str):
                 value = [v.strip() for v in value.split(",") if v.strip()]
+            if kind.startswith("tuple[int"):
+                if any(isinstance(v, bool) for v in value):
+                    raise TypeError
+                return tuple(int(v) for v in value)
             return tuple(str(v) for v in value)
     except (TypeError, ValueError, KeyError) as exc:
         raise ConfigError(f"{where}: {value!r} is not a valid {kind}") from exc
@@ -302,6 +316,10 @@ def _validate(config: Config) -> None:
         value = getattr(vad, key)
         if value < 0 or value % 20:
             raise ConfigError(f"[vad] {key} must be a non-negative multiple of 20 ms (got {value})")
+    if config.scripted.fault not in FAULTS:
+        raise ConfigError(f"[scripted] fault must be one of {', '.join(repr(f) for f in FAULTS)}")
+    if config.server.connect_timeout_s <= 0:
+        raise ConfigError("[server] connect_timeout_s must be positive")
     if config.server.max_sessions < 1:
         raise ConfigError("[server] max_sessions must be at least 1")
     if config.audio.outbound_lead_ms < 20:

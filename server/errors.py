@@ -8,7 +8,8 @@ The hierarchy::
     ├── OfferError           a WebRTC offer that cannot be answered (HTTP 400)
     ├── CapacityError        no room for another call (HTTP 503)
     └── ProviderError        an STT, LLM or TTS provider failed
-        └── retryable: bool  whether trying again may help (429, 529, dropped socket)
+        ├── retryable: bool  whether trying again may help (429, 529, dropped socket)
+        └── role: str        "stt", "llm" or "tts": which part of the turn it was serving
 """
 
 from __future__ import annotations
@@ -43,9 +44,11 @@ class CapacityError(SandraError):
 
 
 class ProviderError(SandraError):
-    """A provider failed. ``provider`` is its name, ``retryable`` says if trying again may help."""
+    """A provider failed. ``provider`` is its name (the vendor), ``retryable`` says if trying
+    again may help, ``role`` which part of the turn it served (set where that is known)."""
 
-    def __init__(self, provider: str, message: str, *, retryable: bool = False) -> None:
+    def __init__(self, provider: str, message: str, *, retryable: bool = False, role: str | None = None) -> None:
         super().__init__(f"{provider}: {message}")
         self.provider = provider
         self.retryable = retryable
+        self.role = role

@@ -2,7 +2,7 @@
 
 Pure codec, no I/O. :func:`parse` turns a client message into one of the frozen
 dataclasses below or raises :class:`ProtocolError` with a sentence the client sees;
-:func:`encode` turns a server event into compact JSON. Any client message may carry an
+server events are the frozen dataclasses of :mod:`server.events`, each with ``to_json``. Any client message may carry an
 ``id`` (string or integer); the server's direct answer to it (``auth:ok``,
 ``call:started``, ``barge-in:ack``, ``pong``, ``error``) echoes it, so a client can match
 requests to acknowledgements.
@@ -129,8 +129,10 @@ def _parse_fields(cls: type, obj: dict[str, Any], mid: MessageId) -> ClientMessa
         language = _field(obj, "language", (str,), "a string")
         if language is not None:
             language = language.lower().split("-")[0]
-            if language not in LANGUAGES:
-                raise ProtocolError(f"language must be one of {', '.join(LANGUAGES)}", "bad_field")
+            if language == "auto":
+                language = None  # detected from the caller's first words
+            elif language not in LANGUAGES:
+                raise ProtocolError(f"language must be one of {', '.join(LANGUAGES)} or auto", "bad_field")
         return CallStart(language=language, id=mid)
     if cls is Message:
         text = _field(obj, "text", (str,), "a string", required=True).strip()
@@ -143,15 +145,3 @@ def _parse_fields(cls: type, obj: dict[str, Any], mid: MessageId) -> ClientMessa
         t = _field(obj, "t", (int, float), "a number")
         return Ping(t=t, id=mid)
     return cls(id=mid)
-
-
-# --- server -> client -----------------------------------------------------------------
-
-
-def event(type: str, **fields: Any) -> dict[str, Any]:
-    """A server event; ``None`` fields are left out."""
-    return {"type": type, **{k: v for k, v in fields.items() if v is not None}}
-
-
-def encode(ev: dict[str, Any]) -> str:
-    return json.dumps(ev, separators=(",", ":"), ensure_ascii=False)

@@ -49,7 +49,7 @@ class Sessions:
         call = Call(session_id, pc, config=self.config, providers=self.providers, metrics=self.metrics,
                     on_closed=self._closed)
         try:
-            call.attach()
+            call.attach()  # our handlers only post to the call's inbox: nothing of ours runs in here
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             except Exception as exc:  # aiortc's SDP parser raises many kinds; all mean a bad offer
@@ -95,6 +95,6 @@ class Sessions:
         return {
             "total": len(self.calls),
             "authenticated": sum(1 for c in calls if c.authenticated),
-            "activeCalls": sum(1 for c in calls if c.conversation.state.value != "idle"),
+            "activeCalls": sum(1 for c in calls if c.state.value != "idle"),
             "activeLastMinute": len(self.calls) + len(self._ended_at),
         }

@@ -12,7 +12,7 @@ import pytest
 
 from server.errors import ProviderError
 from server.providers.anthropic_llm import INTERRUPTED, AnthropicLLM, build_messages
-from server.providers.base import ChatMessage, LLMRequest
+from server.providers.base import ChatMessage, LLMRequest, ToolUse
 from tests.fakes.anthropic_fake import Reply, ToolCall
 from tests.support.knowledge import KNOWLEDGE
 
@@ -128,8 +128,7 @@ async def test_notify_host_round_trip(fake, llm, tmp_path):
     (line,) = inbox.read_text(encoding="utf-8").splitlines()
     entry = json.loads(line)
     assert entry["message"] == "The shower in the bathroom is leaking." and entry["urgency"] == "urgent"
-    assert events == [{"type": "tool", "name": "notify_host",
-                       "input": {"message": "The shower in the bathroom is leaking.", "urgency": "urgent"}}]
+    assert events == [ToolUse("notify_host", {"message": "The shower in the bathroom is leaking.", "urgency": "urgent"})]
 
     first, second = fake.anthropic.requests
     assert second.status == 200  # the fake accepted the tool_use / tool_result pairing

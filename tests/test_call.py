@@ -213,7 +213,7 @@ async def test_sandra_does_not_interrupt_herself_on_her_own_echo(server_factory,
         done = await peer.wait_for("response:done", timeout=20)
         assert done["interrupted"] is False
         assert "barge-in" not in peer.types()
-        assert srv.sessions.calls[peer.session_id].echo_suppressed > 20  # the echo was heard, and ignored
+        assert srv.sessions.calls[peer.session_id].core.echo_suppressed > 20  # the echo was heard, and ignored
     # The same echo with the guard set to expect almost none: Sandra cuts herself off.
     async with server_factory(vad={"echo_return_db": -60.0, "echo_margin_db": 0.0}) as srv:
         peer = await peer_factory(srv, echo_gain=0.25)

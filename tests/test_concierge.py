@@ -82,7 +82,7 @@ async def test_unknown_question_offers_to_ask_the_host_and_passes_it_on(llm: Con
     record = json.loads(inbox.read_text(encoding="utf-8"))
     message = f"Question from the guest: {question}"
     assert (record["message"], record["language"], record["urgency"]) == (message, "en", "normal")
-    assert [(e["type"], e["name"], e["input"]["message"]) for e in events] == [("tool", "notify_host", message)]
+    assert [(e.name, e.input["message"]) for e in events] == [("notify_host", message)]
 
 
 async def test_declining_the_offer_writes_nothing(llm: ConciergeLLM, inbox: Path) -> None:

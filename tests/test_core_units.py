@@ -6,7 +6,6 @@ import pytest
 
 from server import config as configuration
 from server.conversation.sentences import SentenceSplitter
-from server.conversation.state import Conversation
 from server.errors import ConfigError
 from server.media.echo import EchoGuard
 from server.media.segmenter import SpeechAudio, SpeechEnd, SpeechSegmenter, SpeechStart, SustainedSpeech
@@ -50,31 +49,6 @@ def test_segmenter_sustained_speech_once_per_segment():
     seg = SpeechSegmenter(start_ms=40, end_silence_ms=200, pre_roll_ms=0, barge_in_ms=80)
     names = [n for n, _ in run(seg, "xxx.xxxxx.xxxxx" + "." * 10)]
     assert names == ["SpeechStart", "SustainedSpeech", "SpeechEnd"]
-
-
-def test_conversation_state_machine():
-    c = Conversation()
-    assert c.user_started(0) is None  # idle: nothing happens
-    assert c.start(0.0)
-    assert c.new_turn(0.1) == 1  # greeting
-    assert c.reply_started(1, 0.2)
-    assert c.reply_finished(1, 1.0)
-    assert c.user_started(1.1) == 2
-    assert c.user_stopped(1.5)
-    assert not c.reply_started(99, 1.6)  # a stale turn can't speak
-    assert c.reply_started(2, 1.6)
-    assert c.barge_in(1.7, voice=True) == 2
-    assert c.turn_id == 3
-    assert c.user_stopped(2.0)
-    assert c.user_abandoned(2.1)  # no words in it
-    assert c.barge_in(2.2, voice=False) is None  # nothing to interrupt
-    assert c.end(3.0) and not c.end(3.1)
-    states = [(e.state.value, e.turn_id) for e in c.take_events()]
-    assert states == [
-        ("listening", 0), ("thinking", 1), ("speaking", 1), ("listening", 1), ("user_speaking", 2),
-        ("thinking", 2), ("speaking", 2), ("user_speaking", 3), ("thinking", 3), ("listening", 3), ("idle", 3),
-    ]
-    assert c.take_events() == []
 
 
 def test_sentence_splitter_streams_sentences_and_a_first_clause():

@@ -39,7 +39,7 @@ async def test_outbound_paces_frames_in_real_time_with_running_pts():
 async def test_outbound_backpressure_and_flush_is_immediate():
     track = OutboundAudio(lead_ms=100)
     track.begin_reply(1)
-    writer = asyncio.ensure_future(track.write(tone(1000), 1))
+    writer = asyncio.ensure_future(track.write(tone(1000)))
     await asyncio.sleep(0.01)
     assert not writer.done()  # held back: only lead_ms may wait in the queue
     assert track.queued_ms == pytest.approx(100)
@@ -47,13 +47,17 @@ async def test_outbound_backpressure_and_flush_is_immediate():
     assert np.abs(first.to_ndarray()).max() > 1000
     assert track.reply_first_sent_at is not None
     dropped = track.flush()
+    writer.cancel()  # in the same step, as a barge-in does: the woken writer never writes again
     assert dropped > 0
-    await asyncio.sleep(0)  # the writer, woken by the flush, runs before anyone cancels it
+    await asyncio.sleep(0)
     after = await track.recv()
     assert not after.to_ndarray().any()  # the very next frame after a flush is silence
     assert track.silent_after_flush_at is not None
     assert track.reply_sent == 960  # one frame of the reply was heard, the rest dropped
-    assert writer.done() and track.queued_ms == 0  # the stale writer gave up, adding nothing
+    assert writer.cancelled() and track.queued_ms == 0  # the cancelled writer added nothing
+    track.begin_reply(2)
+    await track.write(tone(20))
+    assert track.queued_ms == pytest.approx(20)
     track.stop()
 
 
@@ -79,7 +83,7 @@ async def test_outbound_reanchors_after_a_stall_instead_of_bursting():
 async def test_outbound_tracks_how_much_of_a_reply_was_played():
     track = OutboundAudio(lead_ms=200)
     track.begin_reply(7)
-    await track.write(tone(50), 7)
+    await track.write(tone(50))
     for _ in range(3):
         await track.recv()
     assert track.reply_written == 2400 and track.reply_sent == 2400

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server import protocol
+from server import events, protocol
 from server.errors import ProtocolError
 
 
@@ -74,9 +74,17 @@ def test_any_input_parses_or_raises_protocol_error(data):
 
 
 def test_events_encode_compactly_and_drop_none():
-    ev = protocol.event("pong", t=None, server_time=1.0, id=None)
-    assert protocol.encode(ev) == '{"type":"pong","server_time":1.0}'
-    assert protocol.encode(protocol.event("transcript", text="¿Qué?")) == '{"type":"transcript","text":"¿Qué?"}'
+    assert events.Pong(None, 1.0).to_json() == '{"type":"pong","server_time":1.0}'
+    assert events.TranscriptEvent(3, "¿Qué?", True).to_json() == '{"type":"transcript","turn_id":3,"text":"¿Qué?","final":true}'
+    assert events.MessageAck(4, id="m1").to_dict() == {"type": "message:ack", "turn_id": 4, "id": "m1"}
+    metrics = events.TurnMetrics(2, kind="voice", interrupted=False, extra={"eos_ms": 500.0})
+    assert metrics.to_dict() == {"type": "metrics", "turn_id": 2, "kind": "voice", "interrupted": False, "eos_ms": 500.0}
+    assert events.TurnMetrics(2, extra={"barge_in_ms": 80.0}).to_dict() == {"type": "metrics", "turn_id": 2, "barge_in_ms": 80.0}
+
+
+def test_call_start_language_auto_means_detect():
+    assert protocol.parse('{"type":"call:start","language":"auto"}').language is None
+    assert protocol.parse('{"type":"call:start","language":"es-ES"}').language == "es"
 
 
 def test_errors_carry_the_id_when_it_can_be_read():

@@ -1,11 +1,12 @@
 """Speaking a reply: text pieces (from the LLM) -> sentences -> TTS -> the outbound track.
 
-:func:`speak` runs two tasks in one TaskGroup: the *writer* cuts the streamed text into
+:func:`speak` runs two coroutines in one TaskGroup: the *writer* (a child task) cuts the streamed text into
 sentences and sends them to the TTS stream as they complete (the first sentence is
-spoken while the LLM is still writing); the *player* resamples TTS audio to the track's
+spoken while the LLM is still writing); the *player* (in the caller's task) resamples TTS audio to the track's
 rate, sends the visemes just before their audio is queued, and writes the audio with
 backpressure. Cancelling the task running :func:`speak` (barge-in) stops the LLM stream,
-the TTS stream and the queued audio together; the caller flushes the track first.
+the TTS stream and the queued audio together; the caller flushes the track first, in
+the same step.
 
 :class:`Reply` keeps track of which text has been turned into audio and where, so that
 :meth:`Reply.played_text` can say what the caller actually heard.
@@ -15,18 +16,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
+from ..errors import ProviderError
+from ..events import Event, ResponseDelta, VisemeBatch
 from ..media.outbound import OutboundAudio, Resampler
 from ..providers.base import TTS, Viseme
 from .sentences import SentenceSplitter
 
 VISEMES_PER_MESSAGE = 24  # keeps a viseme message well under one SCTP packet
 
-Send = Callable[[dict[str, Any]], None]
+Send = Callable[[Event], None]
 
 
 @dataclass
@@ -80,58 +82,80 @@ async def speak(
         splitter = SentenceSplitter()
         reply.llm_started_at = clock()
         async with aclosing(pieces) as stream_of_text:
-            async for piece in stream_of_text:
+            while True:
+                try:
+                    with _role("llm"):
+                        piece = await anext(stream_of_text)
+                except StopAsyncIteration:
+                    break
                 if not piece:
                     continue
                 if reply.llm_first_at is None:
                     reply.llm_first_at = clock()
                 reply.text += piece
-                send({"type": "response:delta", "turn_id": reply.turn_id, "text": piece})
+                send(ResponseDelta(reply.turn_id, piece))
                 for sentence in splitter.feed(piece):
                     await _to_tts(sentence)
         for sentence in splitter.flush():
             await _to_tts(sentence)
-        await stream.end()
+        with _role("tts"):
+            await stream.end()
 
     async def _to_tts(sentence: str) -> None:
         if reply.tts_sent_at is None:
             reply.tts_sent_at = clock()
         reply.current = (reply.current + " " + sentence).strip()
-        await stream.send(sentence)
+        with _role("tts"):
+            await stream.send(sentence)
 
     async def player() -> None:
+        with _role("tts"):
+            await _play()
+
+    async def _play() -> None:
         async for chunk in stream:
             if reply.tts_first_at is None:
                 reply.tts_first_at = clock()
             pcm = resampler.convert(chunk.pcm, chunk.sample_rate)
             if chunk.visemes:
                 _send_visemes(reply.turn_id, chunk.visemes, outbound.reply_sent / rate * 1000, send)
-            await outbound.write(pcm, reply.turn_id)
+            await outbound.write(pcm)
             if chunk.text:
                 reply.spoken.append((outbound.reply_written, chunk.text))
                 reply.current = reply.current[len(chunk.text) :].strip() if reply.current.startswith(chunk.text) else ""
         tail = resampler.flush()
         if tail:
-            await outbound.write(tail, reply.turn_id)
+            await outbound.write(tail)
 
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(writer())
-            group.create_task(player())
+            # The player runs in the caller's own task: cancelling that task (barge-in)
+            # stops the audio writes at once, even if the player was about to run.
+            await player()
     except BaseExceptionGroup as failed:
         raise failed.exceptions[0] from None  # the provider's own error, for the apology
     finally:
         await stream.aclose()
 
 
+@contextmanager
+def _role(role: str) -> Iterator[None]:
+    """Tags a ProviderError raised inside with the part of the turn it served."""
+    try:
+        yield
+    except ProviderError as exc:
+        exc.role = exc.role or role
+        raise
+
+
 def _send_visemes(turn_id: int, visemes: tuple[Viseme, ...], playhead_ms: float, send: Send) -> None:
     for i in range(0, len(visemes), VISEMES_PER_MESSAGE):
         batch = visemes[i : i + VISEMES_PER_MESSAGE]
         send(
-            {
-                "type": "viseme",
-                "turn_id": turn_id,
-                "playhead_ms": round(playhead_ms, 1),
-                "visemes": [{"id": v.id, "t_ms": round(v.t_ms, 1), "dur_ms": round(v.dur_ms, 1)} for v in batch],
-            }
+            VisemeBatch(
+                turn_id,
+                round(playhead_ms, 1),
+                [{"id": v.id, "t_ms": round(v.t_ms, 1), "dur_ms": round(v.dur_ms, 1)} for v in batch],
+            )
         )

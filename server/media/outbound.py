@@ -13,6 +13,11 @@ that much audio, synchronously; the very next frame is silence.
 Each reply is tracked: :attr:`reply_written` and :attr:`reply_sent` count its samples,
 so the call knows how much of the reply the caller actually heard.
 
+``recv`` runs inside aiortc's RTP sender, where an exception would stop the track for
+good (Sandra mute, the call none the wiser): a failure building a frame is logged and
+answered with silence; after :data:`MAX_FAILURES` in a row :attr:`failed` is set and the
+call hangs up with a reason.
+
 A frame returned by :meth:`recv` is valid until the next call (the idle silence frame is
 one reused object), which is how aiortc's sender consumes a track.
 """
@@ -20,6 +25,7 @@ one reused object), which is how aiortc's sender consumes a track.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from fractions import Fraction
@@ -30,6 +36,9 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 FRAME_MS = 20
 STALL_S = 0.1
+MAX_FAILURES = 25  # frames in a row (half a second)
+
+log = logging.getLogger("sandra.outbound")
 
 
 class OutboundAudio(MediaStreamTrack):
@@ -61,32 +70,33 @@ class OutboundAudio(MediaStreamTrack):
         self._start: float | None = None
         self._pts = 0
         self.reply_id: int | None = None
-        self._accepting: int | None = None  # the reply whose writes are taken (None after a flush)
         self.reply_written = 0  # samples of the current reply queued so far
         self.reply_sent = 0  # samples of the current reply that have left
         self.reply_first_sent_at: float | None = None
         self.silent_after_flush_at: float | None = None
         self._flushed = False
         self.stalls = 0
+        self._failures = 0
+        self.failed = False
 
     # --- producer side ---------------------------------------------------------------
 
     def begin_reply(self, reply_id: int) -> None:
         """Audio written from now on belongs to reply ``reply_id``."""
         self.flush()
-        self.reply_id = self._accepting = reply_id
+        self.reply_id = reply_id
         self.reply_written = self.reply_sent = 0
         self.reply_first_sent_at = None
 
-    async def write(self, pcm: bytes, reply_id: int) -> None:
-        """Queue 48 kHz mono s16 audio of reply ``reply_id``; waits while the queue is
-        ``lead_ms`` full. Audio of a reply that was flushed since (barge-in), or written
-        after the track stopped (hang-up), is dropped: a writer woken by the flush itself
-        must not refill the queue before its task is cancelled."""
+    async def write(self, pcm: bytes) -> None:
+        """Queue 48 kHz mono s16 audio of the current reply; waits while the queue is
+        ``lead_ms`` full. Audio written after the track stopped is dropped. A barge-in
+        flushes and cancels the writer in one step, and the call awaits it before the next
+        reply begins: a flushed reply never writes again."""
         view = memoryview(pcm)
         while view:
             await self._room.wait()
-            if self.readyState != "live" or reply_id != self._accepting:
+            if self.readyState != "live":
                 return
             room = self._lead_bytes - len(self._buffer)
             piece, view = view[:room], view[room:]
@@ -101,10 +111,10 @@ class OutboundAudio(MediaStreamTrack):
         await self._drained.wait()
 
     def flush(self) -> int:
-        """Drop all queued audio now (barge-in). Returns the samples dropped."""
+        """Drop all queued audio now (barge-in). Returns the samples dropped. The barge-in
+        cancels the reply's writer in the same step, before it can run again."""
         dropped = len(self._buffer) // 2
         self._buffer.clear()
-        self._accepting = None
         self._room.set()
         self._drained.set()
         self._flushed = True
@@ -120,6 +130,23 @@ class OutboundAudio(MediaStreamTrack):
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
+        now = await self._pace()
+        try:
+            frame = self._next_frame(now)
+            self._failures = 0
+        except Exception:
+            self._failures += 1
+            if self._failures == 1:
+                log.exception("outbound frame failed; sending silence")
+            if self._failures >= MAX_FAILURES:
+                self.failed = True
+            frame = self._silent_frame
+        frame.pts = self._pts
+        self._pts += self._frame_samples
+        return frame
+
+    async def _pace(self) -> float:
+        """Wait until the next frame is due; returns the time."""
         now = self._clock()
         if self._start is None:
             self._start = now
@@ -131,7 +158,9 @@ class OutboundAudio(MediaStreamTrack):
             # The loop stalled: continue from now rather than bursting the backlog.
             self._start = now - self._pts / self.sample_rate
             self.stalls += 1
+        return now
 
+    def _next_frame(self, now: float) -> av.AudioFrame:
         n = min(len(self._buffer), self._frame_bytes)
         if n:
             data = bytes(self._buffer[:n])
@@ -163,8 +192,6 @@ class OutboundAudio(MediaStreamTrack):
             frame = self._silent_frame
             if self._on_frame is not None:
                 self._on_frame(now, 0.0, False)
-        frame.pts = self._pts
-        self._pts += self._frame_samples
         return frame
 
     def _frame(self, samples: np.ndarray) -> av.AudioFrame:

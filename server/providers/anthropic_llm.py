@@ -36,7 +36,7 @@ except ImportError:  # pragma: no cover
 from .. import knowledge
 from ..config import Config
 from ..errors import ProviderError
-from .base import LLM, ChatMessage, LLMRequest
+from .base import LLM, ChatMessage, LLMRequest, ToolUse
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +328,7 @@ class AnthropicLLM(LLM):
         args = args if isinstance(args, dict) else {}
         if name == "lookup_knowledge":
             query = str(args.get("query", "")).strip()
-            request.notify({"type": "tool", "name": name, "input": {"query": query}})
+            request.notify(ToolUse(name, {"query": query}))
             if not query:
                 return "lookup_knowledge needs a query.", False
             hits = self._knowledge().search(query, request.language, k=3)
@@ -337,7 +337,7 @@ class AnthropicLLM(LLM):
         if name == "notify_host":
             message = str(args.get("message", "")).strip()
             urgency = args.get("urgency") if args.get("urgency") in URGENCIES else "normal"
-            request.notify({"type": "tool", "name": name, "input": {"message": message, "urgency": urgency}})
+            request.notify(ToolUse(name, {"message": message, "urgency": urgency}))
             if not message:
                 return "notify_host needs a message.", False
             entry = {"time": datetime.now(UTC).isoformat(timespec="seconds"), "urgency": urgency,

@@ -22,11 +22,16 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextvars
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 STT_RATE = 16000
+
+# The caller's turn a provider call serves, counted from 1 (the greeting is 0): set by the
+# call around each STT and reply task. The scripted providers' fault injection reads it.
+CALLER_TURN: contextvars.ContextVar[int] = contextvars.ContextVar("caller_turn", default=0)
 
 
 # --- data -----------------------------------------------------------------------------
@@ -49,12 +54,19 @@ class ChatMessage:
 
 
 @dataclass(frozen=True)
+class ToolUse:
+    """The LLM called a tool (reported to the client as a ``tool`` event)."""
+
+    name: str
+    input: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class LLMRequest:
     history: Sequence[ChatMessage]  # oldest first; the last one is the user's turn
     language: str = "en"
-    # Side-channel events for the client's debug console, e.g. a tool call:
-    # ``notify({"type": "tool", "name": "notify_host", ...})``.
-    notify: Callable[[dict[str, Any]], None] = field(default=lambda event: None)
+    # Side-channel reports for the client's debug console: ``notify(ToolUse(...))``.
+    notify: Callable[[ToolUse], None] = field(default=lambda event: None)
 
 
 @dataclass(frozen=True)
@@ -94,6 +106,8 @@ class STTStream(abc.ABC):
 
 class STT(abc.ABC):
     name: str = "stt"
+    # Whether ``open(None, ...)`` detects the utterance's language (Transcript.language).
+    detects_language: bool = False
 
     @abc.abstractmethod
     async def open(self, language: str, on_partial: Callable[[str], None] | None = None) -> STTStream:

@@ -21,7 +21,7 @@ from .. import knowledge
 from ..config import Config
 from ..errors import ProviderError
 from ..knowledge import detect_language
-from .base import LLM, ChatMessage, LLMRequest
+from .base import LLM, ChatMessage, LLMRequest, ToolUse
 
 # Below this search score, the knowledge base is taken not to know the answer.
 MATCH_THRESHOLD = 0.3
@@ -202,7 +202,7 @@ class ConciergeLLM(LLM):
         """Append the guest's question to the host inbox, in the same format as the
         Anthropic provider's ``notify_host`` tool."""
         message = f"Question from the guest: {reply.host_question}"
-        request.notify({"type": "tool", "name": "notify_host", "input": {"message": message, "urgency": "normal"}})
+        request.notify(ToolUse("notify_host", {"message": message, "urgency": "normal"}))
         entry = {"time": datetime.now(UTC).isoformat(timespec="seconds"), "urgency": "normal",
                  "message": message, "language": reply.language}
         try:

@@ -2,6 +2,11 @@
 
 They ship in the package (not only in tests) because benchmarks and load tests need a
 pipeline whose cost is known: with zero delays, what is measured is Sandra's own overhead.
+
+Fault injection (``[scripted] fault`` on the caller's turns ``fault_turns``, counted from
+1 by the call, see :data:`~server.providers.base.CALLER_TURN`): ``"stt"``, ``"llm"`` or
+``"tts"`` make that provider raise its :class:`ProviderError`; ``"bug"`` makes the LLM
+raise a plain ``RuntimeError`` after its first piece, as an unexpected defect would.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ from collections.abc import AsyncIterator, Iterator
 import numpy as np
 
 from .. import visemes
-from ..config import Config
-from .base import LLM, BatchSTT, LLMRequest, SentenceTTS, Transcript, TTSChunk
+from ..config import Config, ScriptedConfig
+from ..errors import ProviderError
+from .base import CALLER_TURN, LLM, BatchSTT, LLMRequest, SentenceTTS, Transcript, TTSChunk
 
 MS_PER_CHAR = 55.0
 TTS_RATE = 24000
@@ -25,6 +31,10 @@ async def _sleep_ms(ms: float) -> None:
         await asyncio.sleep(ms / 1000)
 
 
+def _faulty(config: ScriptedConfig, fault: str) -> bool:
+    return config.fault == fault and CALLER_TURN.get() in config.fault_turns
+
+
 class ScriptedSTT(BatchSTT):
     name = "scripted"
 
@@ -33,6 +43,8 @@ class ScriptedSTT(BatchSTT):
 
     async def transcribe(self, pcm: bytes, language: str) -> Transcript:
         await _sleep_ms(self._config.stt_ms)
+        if _faulty(self._config, "stt"):
+            raise ProviderError("scripted", f"injected STT fault on turn {CALLER_TURN.get()}")
         return Transcript(self._config.transcript, no_speech_prob=0.0, language=language)
 
 
@@ -44,10 +56,14 @@ class ScriptedLLM(LLM):
 
     async def reply(self, request: LLMRequest) -> AsyncIterator[str]:
         await _sleep_ms(self._config.llm_first_ms)
+        if _faulty(self._config, "llm"):
+            raise ProviderError("scripted", f"injected LLM fault on turn {CALLER_TURN.get()}")
         words = self._config.reply.split(" ")
         for i, word in enumerate(words):
             if i:
                 await _sleep_ms(self._config.llm_piece_ms)
+                if _faulty(self._config, "bug"):
+                    raise RuntimeError(f"injected defect on turn {CALLER_TURN.get()}")
             yield word if i == len(words) - 1 else word + " "
 
 
@@ -81,6 +97,8 @@ class ScriptedTTS(SentenceTTS):
 
     async def synthesize(self, text: str, language: str) -> AsyncIterator[TTSChunk]:
         await _sleep_ms(self._config.tts_first_ms)
+        if _faulty(self._config, "tts"):
+            raise ProviderError("scripted", f"injected TTS fault on turn {CALLER_TURN.get()}")
         words = text.split()
         # Word timings proportional to their length in characters, like the audio.
         starts, ends, pos = [], [], 0

@@ -1,0 +1,88 @@
+"""What the turn-taking core asks its shell to do: small frozen dataclasses.
+
+:class:`~server.conversation.turns.TurnTaking` returns these; :class:`~server.conversation.call.Call`
+performs them in order. ``turn_id`` always names the turn the action belongs to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..events import Event
+from ..providers.base import ChatMessage
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send an event to the client."""
+
+    event: Event
+
+
+@dataclass(frozen=True)
+class StartTranscription:
+    """Open an STT stream for a voice turn and feed it ``audio`` (16 kHz mono chunks)."""
+
+    turn_id: int
+    audio: tuple[bytes, ...]
+    language: str | None  # None: detect it
+    fallback_language: str  # for recognisers that cannot detect
+    caller_turn: int
+
+
+@dataclass(frozen=True)
+class FeedTranscription:
+    turn_id: int
+    audio: bytes
+
+
+@dataclass(frozen=True)
+class FinishTranscription:
+    """The caller's turn has ended: get the transcript (the core is told ``transcribed``)."""
+
+    turn_id: int
+
+
+@dataclass(frozen=True)
+class CancelTranscription:
+    turn_id: int
+
+
+@dataclass(frozen=True)
+class StartReply:
+    """Speak a reply for ``turn_id``: from the LLM over ``history`` (``script`` None), or the
+    provider's ``"greeting"`` / ``"apology"`` (an apology continues the turn's reply)."""
+
+    turn_id: int
+    kind: str
+    script: str | None
+    history: Sequence[ChatMessage]
+    language: str
+    caller_turn: int
+
+
+@dataclass(frozen=True)
+class CancelReply:
+    """Cancel the reply's task, await it, and report ``reply_cancelled`` with what was heard."""
+
+    turn_id: int
+
+
+@dataclass(frozen=True)
+class FlushAudio:
+    """Drop the queued outbound audio now: the next frame is silence."""
+
+
+@dataclass(frozen=True)
+class ReplyTimings:
+    """A reply's provider latencies, measured by the shell."""
+
+    llm_ttft_ms: float | None = None
+    tts_ttfb_ms: float | None = None
+
+
+Action = (
+    Send | StartTranscription | FeedTranscription | FinishTranscription | CancelTranscription
+    | StartReply | CancelReply | FlushAudio
+)

@@ -1,0 +1,483 @@
+"""Turn-taking: every decision of a call, as a pure core. No asyncio, no clock reads.
+
+:class:`TurnTaking` is fed what happens (the caller's audio frames, Sandra's outbound
+frames, client messages, what the providers returned) with the time passed in, and
+answers with :mod:`actions <server.conversation.actions>` for the shell to perform:
+start/feed/finish/cancel a transcription, start/cancel a reply, flush the outbound
+audio, send an event. Take them with :meth:`TurnTaking.take`. It owns the state machine,
+the history, the turn numbering and the latency metrics of each turn.
+
+The states::
+
+    idle ──listen──▶ listening ──speech──▶ user_speaking ──end of turn──▶ thinking
+                       ▲   ▲                   │    ▲                        │
+                       │   └──no words─────────┘    │ barge-in (voice)  first reply frame
+                       │                            │                        ▼
+                       └──reply done / barge-in (client) ──────────────── speaking
+
+A typed message and the greeting go straight to ``thinking``. Each turn gets the next
+``turn_id``. The rules:
+
+- Speech over Sandra is *held* until it has been voiced for ``barge_in_ms`` (the
+  segmenter's :class:`SustainedSpeech`): then it interrupts her (flush + cancel) and
+  becomes the caller's next turn. Shorter blips are dropped.
+- Speech over a turn that was not transcribed yet is the same utterance going on: the
+  two pieces of audio become one turn.
+- A typed message interrupts a reply (or drops a voice turn still being spoken).
+- A turn with no words (or Whisper's no-speech verdict) is not answered.
+- A cancelled reply is *unwinding* until the shell reports it gone
+  (:meth:`reply_cancelled`, with what the caller heard of it): until then no reply
+  starts and nothing is added to the history, so the history keeps its order
+  (the cut reply, then what interrupted it) and no two replies ever write audio.
+- A failed turn (provider error or our own defect) is answered with an apology and
+  Sandra listens again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from ..events import (
+    BargeIn,
+    BargeInAck,
+    CallStarted,
+    Error,
+    Event,
+    MessageAck,
+    ResponseDone,
+    StateChanged,
+    TranscriptEvent,
+    TurnMetrics,
+    Vad,
+)
+from ..media.echo import EchoGuard
+from ..media.segmenter import SpeechAudio, SpeechEnd, SpeechSegmenter, SpeechStart, SustainedSpeech
+from ..providers.base import ChatMessage, Transcript
+from .actions import (
+    Action,
+    CancelReply,
+    CancelTranscription,
+    FeedTranscription,
+    FinishTranscription,
+    FlushAudio,
+    ReplyTimings,
+    Send,
+    StartReply,
+    StartTranscription,
+)
+
+MAX_HISTORY = 60
+
+
+class State(StrEnum):
+    IDLE = "idle"
+    LISTENING = "listening"
+    USER_SPEAKING = "user_speaking"
+    THINKING = "thinking"
+    SPEAKING = "speaking"
+
+
+@dataclass
+class Turn:
+    id: int
+    kind: str  # "voice" | "text" | "greeting" | "apology"
+    started_at: float
+    caller_turn: int = 0  # the caller's turns counted from 1; 0 for Sandra's own
+    utterance: list[bytes] = field(default_factory=list)
+    transcribing: bool = False
+    transcript: str | None = None
+    last_voiced_at: float | None = None
+    eos_ms: float | None = None
+    stt_ms: float | None = None
+    replying: bool = False
+    first_audio_at: float | None = None
+    done: bool = False
+
+
+class TurnTaking:
+    def __init__(
+        self,
+        segmenter: SpeechSegmenter,
+        echo: EchoGuard,
+        *,
+        language: str = "en",
+        no_speech_threshold: float = 0.6,
+        wall_offset: float = 0.0,
+    ) -> None:
+        """``wall_offset``: wall-clock time minus the clock the times are given on (for
+        the ``vad`` event's ``onset_ms``, which clients compare with their own clocks)."""
+        self.segmenter = segmenter
+        self.echo = echo
+        self.state = State.IDLE
+        self.turn_id = 0
+        self.caller_turns = 0
+        self.language = language
+        self.detect_language = False  # set the language from the first transcript
+        self.history: list[ChatMessage] = []
+        self.echo_suppressed = 0
+        self._no_speech = no_speech_threshold
+        self._wall_offset = wall_offset
+        self._actions: list[Action] = []
+        self._active: Turn | None = None  # the turn Sandra is working on (thinking/speaking)
+        self._listening: Turn | None = None  # the voice turn receiving the caller's audio
+        self._held: list[bytes] | None = None  # speech over Sandra, not yet a barge-in
+        self._barge_in_onset: tuple[int, float] | None = None  # (turn, first voiced frame)
+        self._unwinding: dict[int, Turn] = {}  # cancelled replies the shell has not reported gone
+        self._deferred: list[Callable[[], None]] = []  # waits for the unwinding to finish
+        self._turns: dict[int, Turn] = {}
+
+    def take(self) -> list[Action]:
+        actions, self._actions = self._actions, []
+        return actions
+
+    # --- call lifecycle -------------------------------------------------------------
+
+    def listen(self, at: float) -> None:
+        """The call is live (audio arrived, or the client started it): start listening."""
+        if self.state is State.IDLE:
+            self._go(State.LISTENING)
+
+    def call_start(self, language: str | None, at: float, message_id: object = None, *, greet: bool = True) -> None:
+        """``call:start``: the call's language (None or "auto": detect it), then the greeting."""
+        if language in (None, "auto"):
+            self.detect_language = True
+        else:
+            self.language = language
+            self.detect_language = False
+        self.listen(at)
+        self._send(CallStarted(self.language, id=message_id))  # type: ignore[arg-type]
+        if greet:
+            self._begin_reply_turn("greeting", at, script="greeting")
+
+    def end(self, at: float) -> None:
+        """Hang-up: everything under way is cancelled."""
+        for turn in list(self._turns.values()):
+            self._cancel(turn)
+        self._listening = self._active = None
+        self._held = None
+        if self.state is not State.IDLE:
+            self._go(State.IDLE)
+
+    # --- the caller's audio ---------------------------------------------------------
+
+    def frame(self, pcm: bytes, voiced: bool, rms: float, at: float) -> None:
+        """One 20 ms frame of the caller's audio (16 kHz mono) with the VAD's verdict."""
+        if self.state is State.IDLE:
+            return
+        echo = self.echo.is_echo(at, rms, voiced)  # every frame: the guard learns from silence too
+        if voiced and echo:
+            voiced = False
+            self.echo_suppressed += 1
+        for ev in self.segmenter.push(pcm, voiced, at):
+            match ev:
+                case SpeechStart():
+                    self._speech_start(ev)
+                case SpeechAudio():
+                    if self._listening is not None:
+                        self._listening.utterance.append(ev.audio)
+                        self._do(FeedTranscription(self._listening.id, ev.audio))
+                    elif self._held is not None:
+                        self._held.append(ev.audio)
+                case SustainedSpeech():
+                    self._sustained(ev)
+                case SpeechEnd():
+                    self._speech_end(ev)
+
+    def _speech_start(self, ev: SpeechStart) -> None:
+        self._send(Vad(True, onset_ms=round((ev.onset_at + self._wall_offset) * 1000, 1)))
+        if self.state is State.LISTENING:
+            self._begin_voice_turn([ev.audio], ev.at)
+        elif self.state in (State.THINKING, State.SPEAKING):
+            self._held = [ev.audio]  # wait for barge_in_ms of speech before interrupting
+
+    def _sustained(self, ev: SustainedSpeech) -> None:
+        if self._held is None or self.state not in (State.THINKING, State.SPEAKING):
+            return
+        audio, self._held = self._held, None
+        self.echo.forget_since(ev.onset_at)  # that was the caller, not Sandra's echo
+        previous = self._interrupt("voice", ev.at, onset_at=ev.onset_at)
+        if previous is not None and previous.kind == "voice" and previous.transcript is None:
+            audio = previous.utterance + audio  # they were not done: one utterance
+        self._begin_voice_turn(audio, ev.at, new_id=False)
+
+    def _speech_end(self, ev: SpeechEnd) -> None:
+        self._send(Vad(False))
+        self._held = None
+        turn, self._listening = self._listening, None
+        if turn is None:
+            return
+        turn.last_voiced_at = ev.last_voiced_at
+        turn.eos_ms = (ev.at - ev.last_voiced_at) * 1000
+        self._do(FinishTranscription(turn.id))
+        if self.state is State.USER_SPEAKING and self.turn_id == turn.id:
+            self._active = turn
+            self._go(State.THINKING)
+
+    def _begin_voice_turn(self, audio: list[bytes], at: float, *, new_id: bool = True) -> None:
+        """The caller's speech is a new turn (``new_id``: it starts one; else the barge-in
+        already moved ``turn_id`` on)."""
+        if new_id:
+            self.turn_id += 1
+            self._go(State.USER_SPEAKING)
+        self.caller_turns += 1
+        turn = self._new_turn("voice", at, caller_turn=self.caller_turns)
+        turn.utterance = list(audio)
+        turn.transcribing = True
+        self._listening = turn
+        language = None if self.detect_language else self.language
+        self._do(StartTranscription(turn.id, tuple(audio), language, self.language, turn.caller_turn))
+
+    # --- transcription results -------------------------------------------------------
+
+    def partial(self, turn_id: int, text: str) -> None:
+        turn = self._turns.get(turn_id)
+        if text and turn is not None and not turn.done:
+            self._send(TranscriptEvent(turn_id, text, False))
+
+    def transcribed(self, turn_id: int, transcript: Transcript, stt_ms: float, at: float) -> None:
+        turn = self._turns.get(turn_id)
+        if turn is None or turn.done or not turn.transcribing:
+            return
+        turn.transcribing = False
+        turn.stt_ms = stt_ms
+        text = transcript.text.strip()
+        if not text or (transcript.no_speech_prob is not None and transcript.no_speech_prob > self._no_speech):
+            self._forget(turn)
+            if self._active is turn or self._listening is turn:
+                self._active = self._listening = None
+                if self.state in (State.USER_SPEAKING, State.THINKING) and self.turn_id == turn.id:
+                    self._go(State.LISTENING)
+            return
+        if self.detect_language and transcript.language in ("en", "es"):
+            self.language = transcript.language
+            self.detect_language = False
+        turn.transcript = text
+        self._send(TranscriptEvent(turn.id, text, True))
+
+        def answer() -> None:
+            if turn.done:
+                return
+            self._remember(ChatMessage("user", text))
+            self._start_reply(turn, None)
+
+        self._after_unwinding(answer)
+
+    def transcription_failed(self, turn_id: int, code: str, message: str, at: float) -> None:
+        """STT failed: say sorry. If the caller was still speaking, their turn ends here."""
+        turn = self._turns.get(turn_id)
+        if turn is None or turn.done:
+            return
+        turn.transcribing = False
+        self._send(Error(code, message))
+        if self._listening is turn:
+            self._listening = None
+            if self.state is State.USER_SPEAKING and self.turn_id == turn.id:
+                self._active = turn
+                self._go(State.THINKING)
+        if self._active is turn:
+            self._after_unwinding(lambda: None if turn.done else self._start_reply(turn, "apology"))
+        else:
+            self._forget(turn)
+
+    # --- Sandra's audio ---------------------------------------------------------------
+
+    def outbound_frame(self, at: float, rms: float, reply_id: int | None) -> None:
+        """A frame left the outbound track: ``reply_id`` is the reply it was audio of,
+        None for silence."""
+        self.echo.played(at, rms)
+        if reply_id is not None:
+            turn = self._active
+            if turn is not None and turn.id == reply_id and turn.replying and not turn.done:
+                if turn.first_audio_at is None:
+                    turn.first_audio_at = at
+                if self.state is State.THINKING and self.turn_id == turn.id:
+                    self._go(State.SPEAKING)
+        elif self._barge_in_onset is not None:
+            turn_id, onset = self._barge_in_onset
+            self._barge_in_onset = None
+            self._send(TurnMetrics(turn_id, extra={"barge_in_ms": round((at - onset) * 1000, 1)}))
+
+    # --- reply results ----------------------------------------------------------------
+
+    def reply_finished(self, turn_id: int, text: str, timings: ReplyTimings, at: float) -> None:
+        """The reply was spoken to its end (its audio has left)."""
+        turn = self._turns.get(turn_id)
+        if turn is None or turn.done:
+            return
+        text = text.strip()
+        self._forget(turn)
+        self._remember(ChatMessage("assistant", text))
+        self._send(ResponseDone(turn.id, text, False))
+        self._send_metrics(turn, timings, interrupted=False)
+        if self._active is turn:
+            self._active = None
+            if self.state in (State.THINKING, State.SPEAKING) and self.turn_id == turn.id:
+                self._go(State.LISTENING)
+
+    def reply_failed(self, turn_id: int, code: str, message: str, at: float) -> None:
+        """The reply failed (a provider error or a defect): the same turn apologises."""
+        turn = self._turns.get(turn_id)
+        if turn is None or turn.done:
+            return
+        self._send(Error(code, message))
+        self._start_reply(turn, "apology")
+
+    def reply_cancelled(self, turn_id: int, heard: str, timings: ReplyTimings, at: float) -> None:
+        """A cancelled reply is gone; ``heard`` is what the caller heard of it."""
+        turn = self._unwinding.pop(turn_id, None)
+        if turn is None:
+            return
+        self._remember(ChatMessage("assistant", heard, interrupted=True))
+        self._send(ResponseDone(turn.id, heard, True))
+        self._send_metrics(turn, timings, interrupted=True)
+        if not self._unwinding:
+            deferred, self._deferred = self._deferred, []
+            for work in deferred:
+                work()
+
+    # --- client messages --------------------------------------------------------------
+
+    def typed(self, text: str, at: float, message_id: object = None) -> None:
+        """A typed ``message``: a turn of its own, answered in writing and out loud."""
+        self.listen(at)
+        self.caller_turns += 1
+        turn = self._begin_reply_turn("text", at, caller_turn=self.caller_turns, ack=message_id, announce=True)
+
+        def answer() -> None:
+            if turn.done:
+                return
+            self._remember(ChatMessage("user", text))
+            self._start_reply(turn, None)
+
+        self._after_unwinding(answer)
+
+    def client_barge_in(self, at: float, message_id: object = None) -> None:
+        """The client's ``barge-in`` (the interrupt button): stop Sandra now."""
+        turn = self._interrupt("client", at)
+        turn_id = turn.id if turn is not None else self.turn_id
+        self._send(BargeInAck(turn_id, turn is not None, id=message_id))  # type: ignore[arg-type]
+
+    # --- recovery -----------------------------------------------------------------------
+
+    def recover(self, at: float) -> None:
+        """Our own code failed somewhere: drop every turn and apologise, listening again.
+
+        The shell calls this after it has cancelled (and awaited) every task of the call."""
+        for turn in list(self._turns.values()):
+            turn.done = True
+        self._turns.clear()
+        self._unwinding.clear()
+        self._deferred.clear()
+        self._listening = self._active = None
+        self._held = None
+        self._barge_in_onset = None
+        if self.state is State.IDLE:
+            return
+        self.state = State.LISTENING  # nothing is under way any more
+        self._send(Error("internal_error", "Sandra had an internal error; she is listening again"))
+        self._begin_reply_turn("apology", at, script="apology")
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _begin_reply_turn(
+        self, kind: str, at: float, *, script: str | None = None, caller_turn: int = 0,
+        ack: object = None, announce: bool = False,
+    ) -> Turn:
+        """A turn with no speech (typed message, greeting, apology): interrupts whatever is
+        under way (a reply is cut, a voice turn still being spoken is dropped)."""
+        if self._interrupt("client", at) is None and self._listening is not None:
+            self._cancel(self._listening)  # still speaking when they typed: drop it
+            self._listening = None
+        self._held = None
+        self.turn_id += 1
+        turn = self._new_turn(kind, at, caller_turn=caller_turn)
+        self._active = turn
+        if announce:
+            self._send(MessageAck(turn.id, id=ack))  # type: ignore[arg-type]
+        self._go(State.THINKING)
+        if script is not None:
+            self._after_unwinding(lambda: None if turn.done else self._start_reply(turn, script))
+        return turn
+
+    def _interrupt(self, source: str, at: float, onset_at: float | None = None) -> Turn | None:
+        """Cut Sandra off now. Returns the interrupted turn, or None if she was not answering."""
+        if self.state not in (State.THINKING, State.SPEAKING):
+            return None
+        turn = self._active
+        interrupted_id = self.turn_id
+        self._do(FlushAudio())  # the next outbound frame is silence
+        self._barge_in_onset = (interrupted_id, onset_at if onset_at is not None else at)
+        self._active = None
+        if turn is not None:
+            self._cancel(turn)
+        self._send(BargeIn(interrupted_id, source))
+        if source == "voice":
+            self.turn_id += 1
+            self._go(State.USER_SPEAKING)
+        else:
+            self._go(State.LISTENING)
+        return turn
+
+    def _cancel(self, turn: Turn) -> None:
+        if turn.done:
+            return
+        if turn.transcribing:
+            turn.transcribing = False
+            self._do(CancelTranscription(turn.id))
+        if turn.replying:
+            self._unwinding[turn.id] = turn
+            self._do(CancelReply(turn.id))
+        self._forget(turn)
+
+    def _start_reply(self, turn: Turn, script: str | None) -> None:
+        turn.replying = True
+        self._do(StartReply(turn.id, turn.kind, script, tuple(self.history), self.language, turn.caller_turn))
+
+    def _after_unwinding(self, work: Callable[[], None]) -> None:
+        if self._unwinding:
+            self._deferred.append(work)
+        else:
+            work()
+
+    def _new_turn(self, kind: str, at: float, *, caller_turn: int = 0) -> Turn:
+        turn = Turn(self.turn_id, kind, at, caller_turn=caller_turn)
+        self._turns[turn.id] = turn
+        return turn
+
+    def _forget(self, turn: Turn) -> None:
+        turn.done = True
+        self._turns.pop(turn.id, None)
+
+    def _remember(self, message: ChatMessage) -> None:
+        if message.text:
+            self.history.append(message)
+            del self.history[:-MAX_HISTORY]
+
+    def _send_metrics(self, turn: Turn, timings: ReplyTimings, *, interrupted: bool) -> None:
+        values: dict[str, float | None] = {
+            "eos_ms": turn.eos_ms,
+            "stt_ms": turn.stt_ms,
+            "llm_ttft_ms": timings.llm_ttft_ms,
+            "tts_ttfb_ms": timings.tts_ttfb_ms,
+        }
+        if turn.first_audio_at is not None and turn.last_voiced_at is not None:
+            values["voice_to_voice_ms"] = (turn.first_audio_at - turn.last_voiced_at) * 1000
+        elif turn.first_audio_at is not None and turn.kind == "text":
+            values["text_to_voice_ms"] = (turn.first_audio_at - turn.started_at) * 1000
+        shown = {k: round(v, 1) for k, v in values.items() if v is not None}
+        self._send(TurnMetrics(turn.id, kind=turn.kind, interrupted=interrupted, extra=shown))
+
+    def _go(self, state: State) -> None:
+        self.state = state
+        self._emit_state()
+
+    def _emit_state(self) -> None:
+        self._send(StateChanged(self.state.value, self.turn_id))
+
+    def _send(self, event: Event) -> None:
+        self._actions.append(Send(event))
+
+    def _do(self, action: Action) -> None:
+        self._actions.append(action)
