@@ -1,6 +1,7 @@
 // The call page: one big Call button, Sandra's face, the live conversation.
 
 import { createAvatar } from "/avatar.js";
+import { LATENCIES } from "/metric-names.js";
 import { SandraRealtime } from "/sandra.js";
 
 const TEXT = {
@@ -28,7 +29,6 @@ const TEXT = {
     interrupted: "interrupted",
     notified: "Sandra passed your message on to your host.",
     latency: "Last reply in",
-    parts: { eos_ms: "end of speech", stt_ms: "STT", llm_ttft_ms: "LLM", tts_ttfb_ms: "voice", barge_in_ms: "stop" },
     quick: "Quick questions",
     chips: [
       ["Check-in time", "What time is check-in?"],
@@ -61,7 +61,6 @@ const TEXT = {
     interrupted: "interrumpida",
     notified: "Sandra ha pasado tu mensaje a tu anfitrión.",
     latency: "Última respuesta en",
-    parts: { eos_ms: "fin de voz", stt_ms: "STT", llm_ttft_ms: "LLM", tts_ttfb_ms: "voz", barge_in_ms: "parada" },
     quick: "Preguntas rápidas",
     chips: [
       ["Hora de entrada", "¿A qué hora es el check-in?"],
@@ -96,7 +95,6 @@ let language = pickLanguage();
 let phase = "idle"; // idle | connecting | in-call | ended
 let serverState = "idle";
 const turns = new Map(); // turn_id -> {user, sandra}
-let pendingTyped = null; // a typed message waiting for its turn id
 
 const t = (key) => TEXT[language][key] ?? TEXT.en[key] ?? key;
 
@@ -189,13 +187,7 @@ function turn(id) {
 function onTranscript(msg) {
   const entry = turn(msg.turn_id);
   if (!entry.user) {
-    const typed = pendingTyped;
-    if (typed && normalise(typed.text) === normalise(msg.text)) {
-      entry.user = typed.el;
-      pendingTyped = null;
-    } else {
-      entry.user = bubble("user");
-    }
+    entry.user = bubble("user");
     // The caller's words come before Sandra's answer even if the answer started first.
     if (entry.sandra) ui.transcript.insertBefore(entry.user, entry.sandra);
   }
@@ -206,10 +198,6 @@ function onTranscript(msg) {
 
 function onDelta(msg) {
   const entry = turn(msg.turn_id);
-  if (pendingTyped && !entry.user) {
-    entry.user = pendingTyped.el; // a typed turn the server did not echo as a transcript
-    pendingTyped = null;
-  }
   entry.sandra ??= bubble("sandra");
   entry.streamed += msg.text ?? "";
   entry.sandra.querySelector(".text").textContent = entry.streamed;
@@ -267,8 +255,6 @@ function currentReply() {
   return null;
 }
 
-const normalise = (s) => String(s ?? "").trim().toLowerCase();
-
 const turnMetrics = new Map(); // turn_id -> every metric the server sent for it
 
 function onMetrics(msg) {
@@ -276,9 +262,8 @@ function onMetrics(msg) {
   turnMetrics.set(msg.turn_id, merged);
   const total = merged.voice_to_voice_ms ?? merged.text_to_voice_ms;
   if (!Number.isFinite(total)) return; // e.g. a barge-in's own timing: keep showing the last reply
-  const parts = Object.entries(t("parts"))
-    .filter(([k]) => Number.isFinite(merged[k]))
-    .map(([k, label]) => `${label} ${Math.round(merged[k])} ms`);
+  const parts = LATENCIES.filter((m) => !m.name.endsWith("_to_voice_ms") && Number.isFinite(merged[m.name]))
+    .map((m) => `${m[language] ?? m.en} ${Math.round(merged[m.name])} ms`);
   ui.latency.hidden = false;
   ui.latency.innerHTML = "";
   const head = document.createElement("strong");
@@ -332,10 +317,13 @@ async function sendTyped(text) {
   const el = bubble("user");
   el.querySelector(".text").textContent = clean;
   el.classList.add("typed");
-  pendingTyped = { text: clean, el };
   try {
-    sandra.sendMessage(clean);
+    const ack = await sandra.sendMessage(clean); // message:ack names the turn that answers it
+    const entry = turn(ack.turn_id);
+    entry.user = el;
+    if (entry.sandra) ui.transcript.insertBefore(el, entry.sandra);
   } catch (err) {
+    el.classList.add("failed");
     showError(err.message);
   }
 }

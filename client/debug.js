@@ -1,11 +1,12 @@
 // The datachannel debug console: drive a session by hand and watch every message.
 
+import { LATENCIES } from "/metric-names.js";
 import { SandraRealtime } from "/sandra.js";
 
 const $ = (sel) => document.querySelector(sel);
 const NOISE = new Set(["ping", "pong", "viseme"]);
 const MAX_LOG = 3000;
-const TURN_COLUMNS = ["eos_ms", "stt_ms", "llm_ttft_ms", "tts_ttfb_ms", "voice_to_voice_ms", "text_to_voice_ms", "barge_in_ms"];
+const TURN_COLUMNS = LATENCIES.map((m) => m.name); // the server's one list of latency names
 
 const entries = []; // {at, direction, message, el}
 const started = performance.now();

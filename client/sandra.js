@@ -138,10 +138,11 @@ export class SandraRealtime extends Emitter {
   }
 
   /** A typed turn. */
+  /** Type a message to Sandra. Resolves with message:ack: its `turn_id` is the turn that answers it. */
   sendMessage(text) {
     const clean = String(text ?? "").trim();
     if (!clean) throw new SandraError("empty", "Type a message first.");
-    return this.#requireSocket().emit("message", { text: clean });
+    return this.#requireSocket().request("message", { text: clean }, { timeout: this.options.requestTimeoutMs });
   }
 
   /** Stop Sandra talking now. Resolves with barge-in:ack. */

@@ -129,13 +129,14 @@ class ScriptedConfig:
     llm_piece_ms: float = 0.0
     tts_first_ms: float = 0.0
     # Fault injection for outside tests: "" (none) | "stt" | "llm" | "tts" (that provider
-    # raises its ProviderError) | "bug" (the LLM raises RuntimeError after its first piece),
-    # on the caller's turns listed in fault_turns (counted from 1, the greeting not counted).
+    # raises its ProviderError) | "bug" (the LLM raises RuntimeError after its first piece)
+    # | "handler" (the call's handler of a typed message raises RuntimeError), on the
+    # caller's turns listed in fault_turns (counted from 1, the greeting not counted).
     fault: str = ""
     fault_turns: tuple[int, ...] = ()
 
 
-FAULTS = ("", "stt", "llm", "tts", "bug")
+FAULTS = ("", "stt", "llm", "tts", "bug", "handler")
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,15 @@ def parse(data: str | bytes) -> ClientMessage:
         raise
 
 
+def message_id(data: str | bytes) -> MessageId:
+    """The ``id`` of a raw message, if it has a readable one (to answer it after a failure)."""
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    return _readable_id(obj.get("id")) if isinstance(obj, dict) else None
+
+
 def _readable_id(value: Any) -> MessageId:
     """The message's ``id`` if it is a valid one (to echo in an error), else None."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):

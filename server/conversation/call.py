@@ -124,6 +124,7 @@ class Call:
         self.close_reason: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._defects: list[float] = []
+        self._faults_fired: set[int] = set()  # [scripted] fault = "handler"
         self._closing: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
 
@@ -222,7 +223,8 @@ class Call:
         if isinstance(item, _Message):
             log.error("call %s: handling a message failed", self.session_id, exc_info=exc)
             self.metrics.failures.labels("message").inc()
-            self.send(events.Error("internal_error", f"the message could not be handled ({type(exc).__name__})"))
+            self.send(events.Error("internal_error", f"the message could not be handled ({type(exc).__name__})",
+                                   id=protocol.message_id(item.data)))
             self.perform(self.core.take())
             return
         log.error("call %s: the turn-taking core failed", self.session_id, exc_info=exc)
@@ -317,6 +319,11 @@ class Call:
             case protocol.CallStart():
                 self.core.call_start(message.language, at, message.id)
             case protocol.Message():
+                turn = self.core.caller_turns + 1
+                if self.config.scripted.fault == "handler" and turn in self.config.scripted.fault_turns:
+                    if turn not in self._faults_fired:
+                        self._faults_fired.add(turn)
+                        raise RuntimeError(f"injected handler defect on turn {turn}")
                 self.core.typed(message.text, at, message.id)
             case protocol.BargeIn():
                 self.core.client_barge_in(at, message.id)
