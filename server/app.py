@@ -100,6 +100,7 @@ async def metrics_json(request: web.Request) -> web.Response:
             "connections": len(sessions),
             "sessions": sessions.summary(),
             "latency": request.app[METRICS].latency_summary(),
+            "turn_taking": request.app[METRICS].turn_taking(),
             "process": {**process_stats(), "loop_lag_ms": request.app[LOOP].summary(window_s), "pid": os.getpid()},
         }
     )

@@ -77,6 +77,19 @@ class VADConfig:
 
 
 @dataclass(frozen=True)
+class TurnConfig:
+    """Turn-taking (server/conversation/turns.py, README "Turn-taking")."""
+
+    detector: str = "smart"  # "smart" (end-of-turn model + words) | "silence" ([vad] end_silence_ms)
+    min_silence_ms: int = 200  # silence before the utterance is judged
+    max_silence_ms: int = 2000  # the turn ends by then whatever the verdict
+    rejudge_ms: int = 400  # judged again after this much more silence
+    confirm_ms: int = 1200  # voice over Sandra held this long is a real interruption (0: no pause, cut at once)
+    resume_ms: int = 400  # after a false alarm she resumes within this of the end of the sound
+    sound_end_ms: int = 100  # silence that ends an interrupting sound
+
+
+@dataclass(frozen=True)
 class AudioConfig:
     # How far ahead of the wire the outbound queue may run (backpressure beyond it).
     outbound_lead_ms: int = 120
@@ -169,6 +182,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     webrtc: WebRTCConfig = field(default_factory=WebRTCConfig)
     vad: VADConfig = field(default_factory=VADConfig)
+    turn: TurnConfig = field(default_factory=TurnConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     stt: STTConfig = field(default_factory=STTConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
@@ -317,6 +331,17 @@ def _validate(config: Config) -> None:
         value = getattr(vad, key)
         if value < 0 or value % 20:
             raise ConfigError(f"[vad] {key} must be a non-negative multiple of 20 ms (got {value})")
+    turn = config.turn
+    if turn.detector not in ("smart", "silence"):
+        raise ConfigError('[turn] detector must be "smart" or "silence"')
+    for key in ("min_silence_ms", "max_silence_ms", "rejudge_ms", "sound_end_ms"):
+        value = getattr(turn, key)
+        if value <= 0 or value % 20:
+            raise ConfigError(f"[turn] {key} must be a positive multiple of 20 ms (got {value})")
+    if turn.max_silence_ms <= turn.min_silence_ms:
+        raise ConfigError("[turn] max_silence_ms must be more than min_silence_ms")
+    if turn.confirm_ms < 0 or turn.resume_ms < 0:
+        raise ConfigError("[turn] confirm_ms and resume_ms must not be negative")
     if config.scripted.fault not in FAULTS:
         raise ConfigError(f"[scripted] fault must be one of {', '.join(repr(f) for f in FAULTS)}")
     if config.server.connect_timeout_s <= 0:

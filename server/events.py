@@ -139,9 +139,24 @@ class VisemeBatch(Event):
 
 @dataclass(frozen=True)
 class BargeIn(Event):
+    """Sandra was interrupted. ``tentative``: voice over her paused her (she may resume);
+    false: the interruption is confirmed (or was the client's button) and her reply is cut."""
+
     type: ClassVar[str] = "barge-in"
     turn_id: int
     source: str  # "voice" | "client"
+    tentative: bool = False
+
+
+@dataclass(frozen=True)
+class Resume(Event):
+    """A tentative barge-in was a false alarm (a cough, a noise, a backchannel): Sandra goes
+    on with the reply, from ``playhead_ms`` (its position, the start of the word she was
+    cut in; the same timeline as the ``viseme`` events' ``t_ms``)."""
+
+    type: ClassVar[str] = "resume"
+    turn_id: int
+    playhead_ms: float
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,11 @@ class Metrics:
         }
         self._recent: dict[str, deque[float]] = {name: deque(maxlen=window) for name in LATENCIES}
         self.turns = Counter("sandra_turns", "Turns answered", ["kind"], registry=self.registry)
-        self.barge_ins = Counter("sandra_barge_ins", "Replies interrupted", ["source"], registry=self.registry)
+        self.barge_ins = Counter("sandra_barge_ins", "Replies cut by a barge-in", ["source"], registry=self.registry)
+        self.tentative_barge_ins = Counter(
+            "sandra_tentative_barge_ins", "Voice over Sandra that paused her", registry=self.registry
+        )
+        self.resumes = Counter("sandra_resumes", "Replies resumed after a false alarm", registry=self.registry)
         self.provider_errors = Counter(
             "sandra_provider_errors", "Provider failures turned into apologies", ["role", "provider"],
             registry=self.registry,
@@ -72,6 +76,15 @@ class Metrics:
                 "p95": _percentile(ordered, 95),
             }
         return out
+
+    def turn_taking(self) -> dict[str, int]:
+        """Counts for /api/metrics: tentative barge-ins, confirmed (voice) ones, resumes."""
+        return {
+            "tentative_barge_ins": int(self.tentative_barge_ins._value.get()),
+            "confirmed_barge_ins": int(self.barge_ins.labels("voice")._value.get()),
+            "client_barge_ins": int(self.barge_ins.labels("client")._value.get()),
+            "resumes": int(self.resumes._value.get()),
+        }
 
     def prometheus(self) -> bytes:
         return generate_latest(self.registry)

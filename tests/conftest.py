@@ -22,10 +22,13 @@ from tests.support.peer import ClientPeer
 
 LOOPBACK = {"host_addresses": ["127.0.0.1"], "ice_servers": []}
 SCRIPTED = {"stt": {"provider": "scripted"}, "llm": {"provider": "scripted"}, "tts": {"provider": "scripted"}}
+# Tests of everything but the end-of-turn detector end turns on silence: espeak speech is
+# no evidence for an audio model (tests/test_smart_turn*.py cover the detector).
+SILENCE = {"turn": {"detector": "silence"}}
 
 
 def make_config(**sections: dict[str, Any]) -> Config:
-    merged: dict[str, dict[str, Any]] = {k: dict(v) for k, v in SCRIPTED.items()}
+    merged: dict[str, dict[str, Any]] = {k: dict(v) for k, v in {**SCRIPTED, **SILENCE}.items()}
     merged["webrtc"] = dict(LOOPBACK)
     for name, values in sections.items():
         merged.setdefault(name, {}).update(values)

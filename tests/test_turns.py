@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from server.conversation import actions as a
 from server.conversation.actions import ReplyTimings
-from server.conversation.turns import State, TurnTaking
+from server.conversation.turns import State, TurnPolicy, TurnTaking
 from server.events import Event, StateChanged, TurnMetrics
 from server.media.echo import EchoGuard
 from server.media.segmenter import SpeechSegmenter
@@ -25,7 +25,7 @@ def show(action: a.Action) -> str:
             return f"metrics {ev.turn_id} {sorted(ev.extra)}"
         case a.Send(event=ev):
             fields = ev.to_dict()
-            detail = " ".join(str(fields[k]) for k in ("turn_id", "speaking", "code", "source", "interrupted", "text")
+            detail = " ".join(str(fields[k]) for k in ("turn_id", "speaking", "code", "source", "tentative", "interrupted", "text")
                               if k in fields)
             return f"{ev.type} {detail}".strip()
         case a.StartTranscription():
@@ -40,12 +40,23 @@ def show(action: a.Action) -> str:
             return f"reply cancel {action.turn_id}"
         case a.FlushAudio():
             return "flush"
+        case a.PauseAudio():
+            return "pause"
+        case a.ResumeAudio():
+            return f"resume {action.turn_id}"
+        case a.JudgeAudio():
+            return f"judge {action.turn_id} seq {action.seq}"
     raise AssertionError(action)
 
 
+HARD = TurnPolicy(detector="silence", confirm_ms=0)  # every barge-in confirmed at once
+
+
 class Harness:
-    def __init__(self, **kwargs: object) -> None:
-        segmenter = SpeechSegmenter(start_ms=40, end_silence_ms=100, pre_roll_ms=0, barge_in_ms=80)
+    def __init__(self, end_silence_ms: int = 100, **kwargs: object) -> None:
+        kwargs.setdefault("policy", HARD)
+        self.end_frames = end_silence_ms // 20
+        segmenter = SpeechSegmenter(start_ms=40, end_silence_ms=end_silence_ms, pre_roll_ms=0, barge_in_ms=80)
         self.core = TurnTaking(segmenter, EchoGuard(), **kwargs)  # type: ignore[arg-type]
         self.t = 100.0
 
@@ -81,7 +92,7 @@ class Harness:
 
     def answering(self, text: str = "What time is check-in?") -> int:
         """A voice turn transcribed, its reply audible: returns its turn id."""
-        self.audio("xxxxx.....")
+        self.audio("xxxxx" + "." * self.end_frames)
         turn = self.core.turn_id
         self.core.transcribed(turn, Transcript(text, 0.0), 30.0, self.t)
         self.played(turn, 2)
@@ -153,7 +164,7 @@ def test_sustained_speech_over_sandra_interrupts_her_and_is_the_next_turn():
     turn = h.answering()
     assert h.audio("xx") == ["vad True"]  # held
     assert h.audio("xx") == [  # 80 ms voiced: barge-in
-        "flush", "reply cancel 2", "barge-in 2 voice", "state user_speaking 3", "stt 3 (3 chunks, en)",
+        "flush", "reply cancel 2", "barge-in 2 voice False", "state user_speaking 3", "stt 3 (3 chunks, en)",
     ]
     assert h.played(None) == ["metrics 2 ['barge_in_ms']"]  # the first silent frame after the flush
     h.core.reply_cancelled(turn, "From", T, h.t)  # the shell awaited the reply: what was heard
@@ -181,7 +192,7 @@ def test_speech_over_a_turn_not_yet_transcribed_is_one_utterance():
     h.greeted()
     h.audio("xxxxx.....")  # turn 2 ends, transcription running: thinking
     h.take()
-    assert h.audio("xxxx") == ["vad True", "flush", "stt cancel 2", "barge-in 2 voice", "state user_speaking 3",
+    assert h.audio("xxxx") == ["vad True", "flush", "stt cancel 2", "barge-in 2 voice False", "state user_speaking 3",
                                "stt 3 (12 chunks, en)"]  # turn 2's 9 chunks + the new 3
     h.core.transcribed(2, Transcript("stale", 0.0), 5.0, h.t)  # the cancelled one, late: ignored
     assert h.take() == []
@@ -192,7 +203,7 @@ def test_a_typed_message_over_a_reply_cuts_it_and_is_acknowledged_first():
     h.greeted()
     h.answering()
     h.core.typed("Where can I park?", h.t, "m1")
-    assert h.take() == ["flush", "reply cancel 2", "barge-in 2 client", "state listening 2", "message:ack 3",
+    assert h.take() == ["flush", "reply cancel 2", "barge-in 2 client False", "state listening 2", "message:ack 3",
                         "state thinking 3"]
     h.core.reply_cancelled(2, "From", T, h.t)
     assert h.take()[-1] == "reply 3 llm"
@@ -214,7 +225,7 @@ def test_client_barge_in_is_a_hard_stop_and_always_acknowledged():
     h.greeted()
     h.answering()
     h.core.client_barge_in(h.t, "b1")
-    assert h.take() == ["flush", "reply cancel 2", "barge-in 2 client", "state listening 2", "barge-in:ack 2 True"]
+    assert h.take() == ["flush", "reply cancel 2", "barge-in 2 client False", "state listening 2", "barge-in:ack 2 True"]
     h.core.client_barge_in(h.t, "b2")
     assert h.take() == ["barge-in:ack 2 False"]
 
@@ -293,3 +304,162 @@ def test_events_are_typed():
     sent = [x.event for x in h.actions() if isinstance(x, a.Send)]
     assert all(isinstance(e, Event) for e in sent)
     assert sent[1].to_dict() == {"type": "call:started", "language": "en", "id": 1}
+
+
+# --- smart end of turn ------------------------------------------------------------------------
+
+SMART = TurnPolicy(detector="smart", min_silence_ms=200, max_silence_ms=2000, rejudge_ms=400)
+
+
+def smart() -> Harness:
+    def judge(probability: float | None, text: str, language: str) -> bool:
+        return (probability or 0.0) > 0.5 and not text.rstrip(".?!").endswith((" the", " el"))
+
+    h = Harness(end_silence_ms=2000, policy=SMART, judge=judge)
+    h.greeted()
+    return h
+
+
+def test_a_finished_utterance_ends_the_turn_at_min_silence_with_the_speculative_transcript():
+    h = smart()
+    h.audio("xxxxx")
+    assert h.audio("." * 9) == []
+    assert h.audio(".") == ["stt finish 2", "judge 2 seq 0"]  # 200 ms of silence: transcribe and judge
+    h.core.turn_judged(2, 0, 0.9, h.t)
+    assert h.take() == []  # both verdicts first
+    h.core.transcribed(2, Transcript("What time is check-in?", 0.0), 90.0, h.t)
+    assert h.take() == ["vad False", "state thinking 2", "transcript 2 What time is check-in?", "reply 2 llm"]
+    h.played(2)
+    h.core.reply_finished(2, "From three.", T, h.t)
+    metrics = [x.event for x in h.actions() if isinstance(x, a.Send) and isinstance(x.event, TurnMetrics)][0]
+    assert metrics.extra["eot_verdicts"] == ["complete"] and metrics.extra["eot_probability"] == 0.9
+    assert h.audio("." * 100) == []  # the segmenter was cut: no second end of speech
+
+
+def test_an_unfinished_utterance_waits_is_judged_again_and_ends_at_max_silence():
+    h = smart()
+    h.audio("xxxxx" + "." * 10)
+    h.core.transcribed(2, Transcript("I would like to know the", 0.0), 90.0, h.t)
+    h.core.turn_judged(2, 0, 0.8, h.t)
+    assert h.take() == []  # ends in "the": not finished, keep listening
+    assert h.audio("." * 19) == []
+    assert h.audio(".") == ["judge 2 seq 0"]  # 400 ms later: judged again, the words are the same
+    h.core.turn_judged(2, 0, 0.3, h.t)
+    assert h.take() == []
+    assert h.audio("." * 69) == ["judge 2 seq 0"]  # at 1000 ms (no verdict for it comes back)
+    assert h.audio(".") == ["vad False", "state thinking 2", "transcript 2 I would like to know the", "reply 2 llm"]
+
+
+def test_the_speculation_is_thrown_away_when_the_caller_goes_on():
+    h = smart()
+    h.audio("xxxxx" + "." * 10)  # speculation started
+    assert h.audio("xx") == ["stt cancel 2", "stt 2 (15 chunks, en)"]  # all of it, again
+    h.core.transcribed(2, Transcript("I would like to know the", 0.0), 90.0, h.t)  # the stale one
+    h.core.turn_judged(2, 0, 0.9, h.t)
+    assert h.take() == []
+    h.audio("xxxx" + "." * 10)
+    assert h.core.take() == []
+    h.core.transcribed(2, Transcript("I would like to know the wifi password.", 0.0), 90.0, h.t, seq=1)
+    h.core.turn_judged(2, 1, 0.95, h.t)
+    assert h.take()[-2:] == ["transcript 2 I would like to know the wifi password.", "reply 2 llm"]
+
+
+def test_noise_judged_with_no_words_ends_the_turn_unanswered():
+    h = smart()
+    h.audio("xxxx" + "." * 10)
+    h.core.turn_judged(2, 0, 0.2, h.t)
+    h.core.transcribed(2, Transcript("", 0.9), 50.0, h.t)
+    assert h.take() == ["vad False", "state thinking 2", "state listening 2"]
+
+
+# --- barge-in in two steps ---------------------------------------------------------------------
+
+TWO_STEP = TurnPolicy(detector="silence", confirm_ms=1200, resume_ms=400, sound_end_ms=100)
+
+
+def two_step() -> tuple[Harness, int]:
+    words = {"en": {"uh-huh", "yeah", "ok"}, "es": {"vale", "sí"}}
+    h = Harness(policy=TWO_STEP, is_backchannel=lambda text, lang: text.lower().strip(".!") in words[lang])
+    h.greeted()
+    return h, h.answering()
+
+
+def test_voice_over_sandra_pauses_her_and_a_cough_resumes_her():
+    h, turn = two_step()
+    assert h.audio("xxxx") == ["vad True", "pause", "barge-in 2 voice True", "stt 3 (3 chunks, en)"]
+    assert h.played(None) == ["metrics 2 ['barge_in_ms']"]  # silent at once: the barge-in latency
+    assert h.audio("xxx.....") == ["vad False", "stt finish 3"]  # 100 ms of silence ends the sound
+    h.core.transcribed(3, Transcript("", 0.9), 50.0, h.t)  # a cough: no words
+    assert h.take() == ["stt cancel 3", "resume 2"]
+    assert h.core.state is State.SPEAKING and h.core.turn_id == 2
+    h.core.reply_finished(turn, "From three in the afternoon.", T, h.t)
+    assert h.take()[0] == "response:done 2 False From three in the afternoon."  # remembered whole
+    assert h.core.history[-1] == ChatMessage("assistant", "From three in the afternoon.")
+
+
+def test_a_backchannel_resumes_her_in_either_language():
+    h, turn = two_step()
+    h.audio("xxxxx.....")
+    h.core.transcribed(3, Transcript("Uh-huh.", 0.1), 50.0, h.t)
+    assert h.take()[-1] == "resume 2"
+    h.core.language = "es"
+    h.audio("xxxxx.....")
+    h.core.transcribed(3, Transcript("Vale.", 0.1), 50.0, h.t)
+    assert h.take()[-1] == "resume 2"
+
+
+def test_real_words_confirm_the_interruption_and_are_answered():
+    h, turn = two_step()
+    h.audio("xxxxxxxx.....")
+    h.core.transcribed(3, Transcript("Wait, is there parking?", 0.0), 80.0, h.t)
+    assert h.take() == ["flush", "reply cancel 2", "barge-in 2 voice False", "state user_speaking 3",
+                        "state thinking 3", "transcript 3 Wait, is there parking?"]
+    h.core.reply_cancelled(2, "From", T, h.t)
+    assert h.take()[-1] == "reply 3 llm"
+    assert [m.text for m in h.core.history[-2:]] == ["From", "Wait, is there parking?"]
+
+
+def test_a_long_interruption_is_confirmed_while_it_goes_on():
+    h, turn = two_step()
+    h.audio("xxxx")
+    assert h.audio("x" * 55) == []
+    assert h.audio("x") == ["flush", "reply cancel 2", "barge-in 2 voice False", "state user_speaking 3"]
+    h.core.reply_cancelled(2, "From", T, h.t)
+    assert h.audio("xxx......") == ["response:done 2 True From",
+                                    "metrics 2 ['eos_ms', 'llm_ttft_ms', 'stt_ms', 'tts_ttfb_ms', 'voice_to_voice_ms']",
+                                    "vad False", "stt finish 3", "state thinking 3"]
+
+
+def test_no_words_in_time_resumes_her_anyway():
+    h, turn = two_step()
+    h.audio("xxxxx.....")
+    h.take()
+    h.played(None, 19)
+    assert h.take() == []
+    assert h.played(None) == ["stt cancel 3", "resume 2"]  # 400 ms after the end of the sound
+    h.core.transcribed(3, Transcript("Wait!", 0.0), 500.0, h.t)  # too late, and dropped
+    assert h.take() == []
+
+
+def test_the_button_during_a_pause_is_a_hard_stop():
+    h, turn = two_step()
+    h.audio("xxxx")
+    h.take()
+    h.core.client_barge_in(h.t, "b")
+    assert h.take() == ["stt cancel 3", "flush", "reply cancel 2", "barge-in 2 client False", "state listening 2",
+                        "barge-in:ack 2 True"]
+
+
+def test_a_confirmed_interruption_is_a_turn_that_may_go_on_after_a_pause():
+    h = Harness(end_silence_ms=500, policy=TWO_STEP)
+    h.greeted()
+    h.answering()
+    h.audio("xxxxxx.....")  # "Wait," ... 100 ms of silence: the sound ended
+    h.core.transcribed(3, Transcript("Wait,", 0.0), 60.0, h.t)
+    assert h.take() == ["flush", "reply cancel 2", "barge-in 2 voice False", "state user_speaking 3"]
+    h.core.reply_cancelled(2, "From", T, h.t)
+    h.take()
+    assert h.audio("xx") == ["stt cancel 3", "stt 3 (11 chunks, en)"]  # "... is there parking?": all of it again
+    assert h.audio("xxxx" + "." * 25) == ["vad False", "stt finish 3", "state thinking 3"]
+    h.core.transcribed(3, Transcript("Wait, is there parking?", 0.0), 60.0, h.t, seq=1)
+    assert h.take() == ["transcript 3 Wait, is there parking?", "reply 3 llm"]

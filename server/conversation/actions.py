@@ -29,6 +29,7 @@ class StartTranscription:
     language: str | None  # None: detect it
     fallback_language: str  # for recognisers that cannot detect
     caller_turn: int
+    seq: int = 0  # a turn re-transcribed (the caller went on after a pause) gets the next seq
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,28 @@ class FlushAudio:
 
 
 @dataclass(frozen=True)
+class PauseAudio:
+    """Stop playing now, keeping the queued audio (a tentative barge-in)."""
+
+
+@dataclass(frozen=True)
+class ResumeAudio:
+    """Play again from the start of the word she was cut in, and send ``resume``."""
+
+    turn_id: int
+
+
+@dataclass(frozen=True)
+class JudgeAudio:
+    """Ask the end-of-turn audio model whether the utterance so far sounds finished; the
+    answer comes back as ``turn_judged(turn_id, seq, probability)``."""
+
+    turn_id: int
+    seq: int
+    audio: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
 class ReplyTimings:
     """A reply's provider latencies, measured by the shell."""
 
@@ -84,5 +107,5 @@ class ReplyTimings:
 
 Action = (
     Send | StartTranscription | FeedTranscription | FinishTranscription | CancelTranscription
-    | StartReply | CancelReply | FlushAudio
+    | StartReply | CancelReply | FlushAudio | PauseAudio | ResumeAudio | JudgeAudio
 )

@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
@@ -36,9 +36,22 @@ from ..providers import Providers
 from ..providers.base import ChatMessage
 from . import actions
 from .jobs import Jobs, Result
-from .turns import State, TurnTaking
+from .turns import State, TurnPolicy, TurnTaking
 
 log = logging.getLogger("sandra.call")
+
+class TurnDetector(Protocol):
+    """End-of-turn evidence (server/turn/): loaded once per process, shared by the calls."""
+
+    def probability(self, pcm16k: bytes) -> float | None:
+        """The audio model's probability that the utterance is finished (CPU work)."""
+
+    def complete(self, probability: float | None, text: str, language: str) -> bool:
+        """Is the utterance finished, given that probability and its transcript?"""
+
+    def is_backchannel(self, text: str, language: str) -> bool:
+        """Are these words only a backchannel ("uh-huh", "vale")?"""
+
 
 INBOX_SIZE = 1024  # items; about 10 s of audio frames both ways
 DEFECTS_PER_MINUTE = 5  # more core failures than this end the call
@@ -93,6 +106,7 @@ class Call:
         providers: Providers,
         metrics: Metrics,
         on_closed: Callable[[Call], None] = lambda call: None,
+        detector: TurnDetector | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.session_id = session_id
@@ -102,11 +116,18 @@ class Call:
         self.metrics = metrics
         self._on_closed = on_closed
         self._clock = clock
-        vad = config.vad
+        vad, turn = config.vad, config.turn
+        smart = turn.detector == "smart" and detector is not None
+        policy = TurnPolicy("smart" if smart else "silence", turn.min_silence_ms, turn.max_silence_ms, turn.rejudge_ms,
+                            turn.confirm_ms, turn.resume_ms, turn.sound_end_ms)
+        end_silence_ms = turn.max_silence_ms if smart else vad.end_silence_ms
         self.core = TurnTaking(
-            SpeechSegmenter(start_ms=vad.start_ms, end_silence_ms=vad.end_silence_ms, pre_roll_ms=vad.pre_roll_ms,
+            SpeechSegmenter(start_ms=vad.start_ms, end_silence_ms=end_silence_ms, pre_roll_ms=vad.pre_roll_ms,
                             barge_in_ms=vad.barge_in_ms),
             EchoGuard(return_db=vad.echo_return_db, margin_db=vad.echo_margin_db),
+            policy=policy,
+            judge=detector.complete if detector is not None else (lambda p, text, language: True),
+            is_backchannel=detector.is_backchannel if detector is not None else (lambda text, language: False),
             no_speech_threshold=config.stt.no_speech_threshold,
             wall_offset=time.time() - clock(),
         )
@@ -115,7 +136,8 @@ class Call:
             on_frame=self._on_outbound_frame,
         )
         self.inbox: asyncio.Queue[Item] = asyncio.Queue(INBOX_SIZE)
-        self.jobs = Jobs(self, providers, self.outbound, clock=clock)
+        self.jobs = Jobs(self, providers, self.outbound, clock=clock,
+                         audio_model=detector.probability if smart and detector is not None else None)
         self.channel: RTCDataChannel | None = None
         self.authenticated = False
         self.created_at = clock()
@@ -216,6 +238,10 @@ class Call:
                     self.send(action.event)
                 case actions.FlushAudio():
                     self.outbound.flush()
+                case actions.PauseAudio():
+                    self.outbound.pause()
+                case actions.ResumeAudio():
+                    self.send(events.Resume(action.turn_id, round(self.outbound.resume(), 1)))
                 case _:
                     self.jobs.perform(action)
 
@@ -292,8 +318,12 @@ class Call:
                 self.metrics.observe_turn(event.values)
                 if event.interrupted is False and event.kind is not None:
                     self.metrics.turns.labels(event.kind).inc()
+            case events.BargeIn(tentative=True):
+                self.metrics.tentative_barge_ins.inc()
             case events.BargeIn():
                 self.metrics.barge_ins.labels(event.source).inc()
+            case events.Resume():
+                self.metrics.resumes.inc()
         channel = self.channel
         if channel is not None and channel.readyState == "open":
             channel.send(event.to_json())

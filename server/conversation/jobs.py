@@ -60,18 +60,29 @@ class Partial(Result):
 class Transcribed(Result):
     transcript: Transcript
     stt_ms: float
+    seq: int = 0
 
     def apply(self, core: TurnTaking, now: float) -> None:
-        core.transcribed(self.turn_id, self.transcript, self.stt_ms, now)
+        core.transcribed(self.turn_id, self.transcript, self.stt_ms, now, self.seq)
 
 
 @dataclass(frozen=True)
 class TranscriptionFailed(Result):
     code: str
     message: str
+    seq: int = 0
 
     def apply(self, core: TurnTaking, now: float) -> None:
-        core.transcription_failed(self.turn_id, self.code, self.message, now)
+        core.transcription_failed(self.turn_id, self.code, self.message, now, self.seq)
+
+
+@dataclass(frozen=True)
+class Judged(Result):
+    seq: int
+    probability: float | None
+
+    def apply(self, core: TurnTaking, now: float) -> None:
+        core.turn_judged(self.turn_id, self.seq, self.probability, now)
 
 
 @dataclass(frozen=True)
@@ -122,9 +133,18 @@ async def _once(text: str) -> AsyncIterator[str]:
 
 class Jobs:
     def __init__(
-        self, call: Call, providers: Providers, outbound: OutboundAudio, *, clock: Callable[[], float] = time.monotonic
+        self,
+        call: Call,
+        providers: Providers,
+        outbound: OutboundAudio,
+        *,
+        audio_model: Callable[[bytes], float] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``audio_model(pcm16k)``: the end-of-turn model's probability that the utterance
+        is finished (CPU work: run in an executor); None: no audio model."""
         self._call = call
+        self._audio_model = audio_model
         self._providers = providers
         self._outbound = outbound
         self._clock = clock
@@ -151,6 +171,8 @@ class Jobs:
             case actions.StartReply():
                 reply = self._replies.setdefault(action.turn_id, _Reply(Reply(action.turn_id)))
                 reply.task = self._call.spawn(self._speak(action, reply), f"reply-{action.turn_id}")
+            case actions.JudgeAudio():
+                self._call.spawn(self._judge(action), f"judge-{action.turn_id}")
             case actions.CancelReply():
                 if (reply := self._replies.pop(action.turn_id, None)) is not None:
                     if reply.task is not None:
@@ -199,15 +221,26 @@ class Jobs:
                 await stream.aclose()
         except ProviderError as exc:
             self._provider_failed(exc, "stt")
-            post(TranscriptionFailed(turn_id, "provider_error", f"the {exc.provider} service failed: {exc}"))
+            post(TranscriptionFailed(turn_id, "provider_error", f"the {exc.provider} service failed: {exc}", action.seq))
         except Exception as exc:
             self._defect(turn_id, exc)
-            post(TranscriptionFailed(turn_id, "internal_error", _internal(exc)))
+            post(TranscriptionFailed(turn_id, "internal_error", _internal(exc), action.seq))
         else:
-            post(Transcribed(turn_id, transcript, stt_ms))
+            post(Transcribed(turn_id, transcript, stt_ms, action.seq))
         finally:
             if self._stt.get(turn_id) is job:
                 del self._stt[turn_id]
+
+    async def _judge(self, action: actions.JudgeAudio) -> None:
+        probability: float | None = None
+        if self._audio_model is not None:
+            pcm = b"".join(action.audio)
+            try:
+                probability = await asyncio.get_running_loop().run_in_executor(None, self._audio_model, pcm)
+            except Exception as exc:  # judged by the words alone
+                log.error("call %s: the end-of-turn model failed", self._call.session_id, exc_info=exc)
+                self._call.metrics.failures.labels("turn").inc()
+        self._call.post(Judged(action.turn_id, action.seq, probability))
 
     # --- replies ------------------------------------------------------------------------
 

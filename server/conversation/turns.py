@@ -18,11 +18,25 @@ The states::
 A typed message and the greeting go straight to ``thinking``. Each turn gets the next
 ``turn_id``. The rules:
 
-- Speech over Sandra is *held* until it has been voiced for ``barge_in_ms`` (the
-  segmenter's :class:`SustainedSpeech`): then it interrupts her (flush + cancel) and
-  becomes the caller's next turn. Shorter blips are dropped.
-- Speech over a turn that was not transcribed yet is the same utterance going on: the
-  two pieces of audio become one turn.
+- **End of turn** (``detector = "smart"``): after ``min_silence_ms`` of silence the
+  utterance so far is transcribed (speculatively) and judged by the end-of-turn audio
+  model; both verdicts in, :attr:`judge` says whether it is finished. Finished: the turn
+  ends now, with that transcript. Not finished: Sandra keeps listening and judges again
+  every ``rejudge_ms`` of further silence; the turn ends at ``max_silence_ms`` whatever
+  the verdict. If the caller goes on, the speculative transcript is thrown away and
+  the whole utterance is transcribed again at the next pause. ``"silence"``: the turn
+  ends after the segmenter's ``end_silence_ms``.
+- **Barge-in in two steps.** Speech over Sandra is *held* until it has been voiced for
+  ``barge_in_ms`` (the segmenter's :class:`SustainedSpeech`). While she is audibly
+  speaking it then *pauses* her (the next frame is silence) and sends a tentative
+  ``barge-in``; the interrupting sound is transcribed. It is *confirmed* when it holds
+  words that are not only a backchannel, or stays voiced past ``confirm_ms``: her reply
+  is cut (flush + cancel) and the words are the caller's next turn. Otherwise (a cough, a
+  noise, "uh-huh") she *resumes* within ``resume_ms`` of the end of that sound, from the
+  start of the word she was cut in. Before she is audible (thinking), sustained speech
+  interrupts at once. ``confirm_ms = 0``: every barge-in is confirmed at once.
+- Speech over a voice turn whose reply is not audible yet is the same utterance going
+  on: the two pieces of audio become one turn.
 - A typed message interrupts a reply (or drops a voice turn still being spoken).
 - A turn with no words (or Whisper's no-speech verdict) is not answered.
 - A cancelled reply is *unwinding* until the shell reports it gone
@@ -62,13 +76,58 @@ from .actions import (
     FeedTranscription,
     FinishTranscription,
     FlushAudio,
+    JudgeAudio,
+    PauseAudio,
     ReplyTimings,
+    ResumeAudio,
     Send,
     StartReply,
     StartTranscription,
 )
 
 MAX_HISTORY = 60
+FRAME_MS = 20
+
+
+@dataclass(frozen=True)
+class TurnPolicy:
+    """The ``[turn]`` rules (README "Turn-taking")."""
+
+    detector: str = "smart"  # "smart" | "silence"
+    min_silence_ms: int = 200
+    max_silence_ms: int = 2000
+    rejudge_ms: int = 400
+    confirm_ms: int = 1200
+    resume_ms: int = 400
+    sound_end_ms: int = 100  # silence that ends an interrupting sound
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def _always_complete(probability: float | None, text: str, language: str) -> bool:
+    return True
+
+
+def _never_backchannel(text: str, language: str) -> bool:
+    return False
+
+
+@dataclass
+class _Tentative:
+    """Voice over Sandra that paused her: a cough, a backchannel or a real interruption."""
+
+    turn: Turn  # the reply it paused
+    stt_id: int  # the turn id its words get if it is confirmed
+    onset_at: float
+    audio: list[bytes]
+    caller_turn: int
+    voiced_ms: float
+    seq: int = 0
+    silent_ms: float = 0.0
+    last_voiced_at: float = 0.0
+    ended_at: float | None = None  # the sound ended; its transcript is awaited
 
 
 class State(StrEnum):
@@ -87,6 +146,14 @@ class Turn:
     caller_turn: int = 0  # the caller's turns counted from 1; 0 for Sandra's own
     utterance: list[bytes] = field(default_factory=list)
     transcribing: bool = False
+    seq: int = 0  # the transcription in force (a restart after the caller went on is the next)
+    speculating: bool = False  # a transcript of the utterance so far was asked for
+    speculative: Transcript | None = None
+    judged: bool = False  # the audio model's verdict on the utterance so far is in
+    probability: float | None = None
+    silent_ms: float = 0.0
+    judged_ms: float = 0.0
+    verdicts: list[str] = field(default_factory=list)
     transcript: str | None = None
     last_voiced_at: float | None = None
     eos_ms: float | None = None
@@ -102,14 +169,23 @@ class TurnTaking:
         segmenter: SpeechSegmenter,
         echo: EchoGuard,
         *,
+        policy: TurnPolicy = TurnPolicy(detector="silence"),
+        judge: Callable[[float | None, str, str], bool] = _always_complete,
+        is_backchannel: Callable[[str, str], bool] = _never_backchannel,
         language: str = "en",
         no_speech_threshold: float = 0.6,
         wall_offset: float = 0.0,
     ) -> None:
-        """``wall_offset``: wall-clock time minus the clock the times are given on (for
-        the ``vad`` event's ``onset_ms``, which clients compare with their own clocks)."""
+        """``judge(probability, text, language)``: is an utterance finished, given the audio
+        model's probability (None if it had none) and its transcript. ``is_backchannel(text,
+        language)``: are these words only a backchannel ("uh-huh", "vale")?
+        ``wall_offset``: wall-clock time minus the clock the times are given on (for the
+        ``vad`` event's ``onset_ms``, which clients compare with their own clocks)."""
         self.segmenter = segmenter
         self.echo = echo
+        self.policy = policy
+        self.judge = judge
+        self.is_backchannel = is_backchannel
         self.state = State.IDLE
         self.turn_id = 0
         self.caller_turns = 0
@@ -123,6 +199,7 @@ class TurnTaking:
         self._active: Turn | None = None  # the turn Sandra is working on (thinking/speaking)
         self._listening: Turn | None = None  # the voice turn receiving the caller's audio
         self._held: list[bytes] | None = None  # speech over Sandra, not yet a barge-in
+        self._tentative: _Tentative | None = None
         self._barge_in_onset: tuple[int, float] | None = None  # (turn, first voiced frame)
         self._unwinding: dict[int, Turn] = {}  # cancelled replies the shell has not reported gone
         self._deferred: list[Callable[[], None]] = []  # waits for the unwinding to finish
@@ -153,6 +230,9 @@ class TurnTaking:
 
     def end(self, at: float) -> None:
         """Hang-up: everything under way is cancelled."""
+        if self._tentative is not None:
+            self._do(CancelTranscription(self._tentative.stt_id))
+            self._tentative = None
         for turn in list(self._turns.values()):
             self._cancel(turn)
         self._listening = self._active = None
@@ -175,19 +255,37 @@ class TurnTaking:
                 case SpeechStart():
                     self._speech_start(ev)
                 case SpeechAudio():
-                    if self._listening is not None:
-                        self._listening.utterance.append(ev.audio)
-                        self._do(FeedTranscription(self._listening.id, ev.audio))
-                    elif self._held is not None:
-                        self._held.append(ev.audio)
+                    self._speech_audio(ev.audio)
                 case SustainedSpeech():
                     self._sustained(ev)
                 case SpeechEnd():
                     self._speech_end(ev)
+        if self._tentative is not None:
+            self._tentative_frame(self._tentative, voiced, at)
+        if self._listening is not None:
+            self._listening_frame(self._listening, voiced, at)
+
+    def _speech_audio(self, audio: bytes) -> None:
+        turn, tentative = self._listening, self._tentative
+        if turn is not None:
+            turn.utterance.append(audio)
+            if not turn.speculating:
+                self._do(FeedTranscription(turn.id, audio))
+        elif tentative is not None:
+            tentative.audio.append(audio)
+            if tentative.ended_at is None:
+                self._do(FeedTranscription(tentative.stt_id, audio))
+        elif self._held is not None:
+            self._held.append(audio)
 
     def _speech_start(self, ev: SpeechStart) -> None:
         self._send(Vad(True, onset_ms=round((ev.onset_at + self._wall_offset) * 1000, 1)))
-        if self.state is State.LISTENING:
+        tentative = self._tentative
+        if tentative is not None:  # the interrupting sound goes on after a gap
+            tentative.audio.append(ev.audio)
+            tentative.silent_ms = 0.0
+            self._restart_tentative(tentative)
+        elif self.state is State.LISTENING:
             self._begin_voice_turn([ev.audio], ev.at)
         elif self.state in (State.THINKING, State.SPEAKING):
             self._held = [ev.audio]  # wait for barge_in_ms of speech before interrupting
@@ -197,12 +295,115 @@ class TurnTaking:
             return
         audio, self._held = self._held, None
         self.echo.forget_since(ev.onset_at)  # that was the caller, not Sandra's echo
+        active = self._active
+        if active is not None and active.first_audio_at is not None and self.policy.confirm_ms > 0:
+            self._pause(active, audio, ev)  # she is audible: pause, then confirm or resume
+            return
         previous = self._interrupt("voice", ev.at, onset_at=ev.onset_at)
-        if previous is not None and previous.kind == "voice" and previous.transcript is None:
+        if previous is not None and previous.kind == "voice" and previous.first_audio_at is None:
             audio = previous.utterance + audio  # they were not done: one utterance
+            if previous.transcript is not None and self.history and self.history[-1] == ChatMessage(
+                "user", previous.transcript
+            ):
+                self.history.pop()  # remembered as a turn of its own: it is part of this one now
         self._begin_voice_turn(audio, ev.at, new_id=False)
 
+    # --- barge-in in two steps ----------------------------------------------------------
+
+    def _pause(self, turn: Turn, audio: list[bytes], ev: SustainedSpeech) -> None:
+        self._do(PauseAudio())  # the next outbound frame is silence
+        self._barge_in_onset = (turn.id, ev.onset_at)
+        voiced_ms = float(self.segmenter.barge_in_ms - FRAME_MS)  # this frame is counted next
+        tentative = _Tentative(turn, self.turn_id + 1, ev.onset_at, list(audio), self.caller_turns + 1, voiced_ms,
+                               last_voiced_at=ev.at)
+        self._tentative = tentative
+        self._send(BargeIn(turn.id, "voice", tentative=True))
+        self._do(StartTranscription(tentative.stt_id, tuple(audio), self._stt_language(), self.language,
+                                    tentative.caller_turn, tentative.seq))
+
+    def _tentative_frame(self, tentative: _Tentative, voiced: bool, at: float) -> None:
+        if voiced:
+            if tentative.ended_at is not None:  # it goes on after a short gap: all of it, again
+                self._restart_tentative(tentative)
+            tentative.voiced_ms += FRAME_MS
+            tentative.silent_ms = 0.0
+            tentative.last_voiced_at = at
+            if tentative.voiced_ms >= self.policy.confirm_ms:
+                self._confirm(at, None)  # too long for a cough or an "uh-huh"
+            return
+        tentative.silent_ms += FRAME_MS
+        if tentative.ended_at is not None:
+            if _ms(at - tentative.ended_at) >= self.policy.resume_ms:
+                self._resume(at)  # no words in time: a noise
+        elif tentative.silent_ms >= self.policy.sound_end_ms:
+            tentative.ended_at = at  # the sound is over: what was it?
+            self._do(FinishTranscription(tentative.stt_id))
+
+    def _restart_tentative(self, tentative: _Tentative) -> None:
+        tentative.ended_at = None
+        tentative.seq += 1
+        self._do(CancelTranscription(tentative.stt_id))
+        self._do(StartTranscription(tentative.stt_id, tuple(tentative.audio), self._stt_language(), self.language,
+                                    tentative.caller_turn, tentative.seq))
+
+    def _tentative_heard(self, tentative: _Tentative, transcript: Transcript, at: float) -> None:
+        text = transcript.text.strip()
+        if self._has_words(transcript) and not self.is_backchannel(text, self.language):
+            self._confirm(at, transcript)
+        else:
+            self._resume(at)
+
+    def _confirm(self, at: float, transcript: Transcript | None) -> None:
+        """The interruption is real: cut the reply; the interrupting words are the next turn."""
+        tentative, self._tentative = self._tentative, None
+        assert tentative is not None
+        turn = tentative.turn
+        self._do(FlushAudio())
+        if self._active is turn:
+            self._active = None
+        self._cancel(turn)
+        self._send(BargeIn(turn.id, "voice", tentative=False))
+        self.turn_id = tentative.stt_id
+        self.caller_turns = max(self.caller_turns, tentative.caller_turn)
+        new = self._new_turn("voice", tentative.onset_at, caller_turn=tentative.caller_turn)
+        new.utterance = tentative.audio
+        new.seq = tentative.seq
+        new.transcribing = True
+        new.last_voiced_at = tentative.last_voiced_at
+        self._go(State.USER_SPEAKING)
+        if not self.segmenter.speaking:  # the segmenter's end of speech came already: the turn is over
+            new.eos_ms = (at - tentative.last_voiced_at) * 1000
+            self._active = new
+            self._go(State.THINKING)
+            if transcript is not None:
+                new.transcribing = False
+                self._answer(new, transcript)
+            else:
+                self._do(FinishTranscription(new.id))
+            return
+        self._listening = new  # their turn goes on as any other: the end-of-turn rules end it
+        if transcript is not None:  # what they said so far, as if transcribed at a pause
+            new.speculative = transcript
+            new.silent_ms = new.judged_ms = tentative.silent_ms
+            if self.policy.detector == "smart":
+                self._do(JudgeAudio(new.id, new.seq, tuple(new.utterance)))
+
+    def _resume(self, at: float) -> None:
+        """A false alarm: Sandra goes on from the start of the word she was cut in."""
+        tentative, self._tentative = self._tentative, None
+        assert tentative is not None
+        self._do(CancelTranscription(tentative.stt_id))
+        if self.segmenter.speaking:
+            self.segmenter.cut()
+            self._send(Vad(False))
+        turn = tentative.turn
+        if self._active is turn and not turn.done:
+            self._do(ResumeAudio(turn.id))
+        self._barge_in_onset = None
+
     def _speech_end(self, ev: SpeechEnd) -> None:
+        """The segmenter's end of speech: ``end_silence_ms`` (silence detector), or the
+        ``max_silence_ms`` cap (smart detector: the turn ends whatever the verdict)."""
         self._send(Vad(False))
         self._held = None
         turn, self._listening = self._listening, None
@@ -210,10 +411,78 @@ class TurnTaking:
             return
         turn.last_voiced_at = ev.last_voiced_at
         turn.eos_ms = (ev.at - ev.last_voiced_at) * 1000
-        self._do(FinishTranscription(turn.id))
+        if turn.verdicts:
+            turn.verdicts.append("max_silence")
+        if turn.speculative is None and not turn.speculating:
+            self._do(FinishTranscription(turn.id))
         if self.state is State.USER_SPEAKING and self.turn_id == turn.id:
             self._active = turn
             self._go(State.THINKING)
+        if turn.speculative is not None:  # judged unfinished until now: answer what we have
+            turn.transcribing = False
+            self._answer(turn, turn.speculative)
+
+    # --- end of turn (smart) -------------------------------------------------------------
+
+    def _listening_frame(self, turn: Turn, voiced: bool, at: float) -> None:
+        if voiced:
+            turn.last_voiced_at = at
+            turn.silent_ms = 0.0
+            if turn.speculating or turn.speculative is not None or turn.judged:
+                self._restart_transcription(turn)  # they went on: throw the speculation away
+            return
+        turn.silent_ms += FRAME_MS
+        policy = self.policy
+        if policy.detector != "smart":
+            return
+        if turn.silent_ms >= policy.min_silence_ms and not turn.speculating and turn.speculative is None:
+            turn.speculating = True
+            turn.judged_ms = turn.silent_ms
+            self._do(FinishTranscription(turn.id))
+            self._do(JudgeAudio(turn.id, turn.seq, tuple(turn.utterance)))
+        elif turn.judged and turn.silent_ms - turn.judged_ms >= policy.rejudge_ms:
+            turn.judged = False  # judge again: the longer silence is evidence too
+            turn.judged_ms = turn.silent_ms
+            self._do(JudgeAudio(turn.id, turn.seq, tuple(turn.utterance)))
+
+    def _restart_transcription(self, turn: Turn) -> None:
+        turn.seq += 1
+        turn.speculating = False
+        turn.speculative = None
+        turn.judged = False
+        turn.probability = None
+        self._do(CancelTranscription(turn.id))
+        self._do(StartTranscription(turn.id, tuple(turn.utterance), self._stt_language(), self.language,
+                                    turn.caller_turn, turn.seq))
+
+    def turn_judged(self, turn_id: int, seq: int, probability: float | None, at: float) -> None:
+        """The end-of-turn audio model's probability that the utterance so far is finished
+        (None: it could not tell)."""
+        turn = self._listening
+        if turn is None or turn.id != turn_id or turn.seq != seq:
+            return
+        turn.judged = True
+        turn.probability = probability
+        self._decide(turn, at)
+
+    def _decide(self, turn: Turn, at: float) -> None:
+        if turn.speculative is None or not turn.judged:
+            return  # both verdicts first
+        text = turn.speculative.text.strip()
+        complete = not self._has_words(turn.speculative) or self.judge(turn.probability, text, self.language)
+        turn.verdicts.append("complete" if complete else "incomplete")
+        if not complete:
+            return
+        self.segmenter.cut()
+        self._send(Vad(False))
+        self._listening = None
+        if turn.last_voiced_at is not None:
+            turn.eos_ms = (at - turn.last_voiced_at) * 1000
+        if self.state is State.USER_SPEAKING and self.turn_id == turn.id:
+            self._active = turn
+            self._go(State.THINKING)
+        turn.transcribing = False
+        self._answer(turn, turn.speculative)
 
     def _begin_voice_turn(self, audio: list[bytes], at: float, *, new_id: bool = True) -> None:
         """The caller's speech is a new turn (``new_id``: it starts one; else the barge-in
@@ -226,8 +495,10 @@ class TurnTaking:
         turn.utterance = list(audio)
         turn.transcribing = True
         self._listening = turn
-        language = None if self.detect_language else self.language
-        self._do(StartTranscription(turn.id, tuple(audio), language, self.language, turn.caller_turn))
+        self._do(StartTranscription(turn.id, tuple(audio), self._stt_language(), self.language, turn.caller_turn))
+
+    def _stt_language(self) -> str | None:
+        return None if self.detect_language else self.language
 
     # --- transcription results -------------------------------------------------------
 
@@ -236,14 +507,32 @@ class TurnTaking:
         if text and turn is not None and not turn.done:
             self._send(TranscriptEvent(turn_id, text, False))
 
-    def transcribed(self, turn_id: int, transcript: Transcript, stt_ms: float, at: float) -> None:
+    def transcribed(self, turn_id: int, transcript: Transcript, stt_ms: float, at: float, seq: int = 0) -> None:
+        tentative = self._tentative
+        if tentative is not None and turn_id == tentative.stt_id:
+            if seq == tentative.seq and tentative.ended_at is not None:
+                self._tentative_heard(tentative, transcript, at)
+            return
         turn = self._turns.get(turn_id)
-        if turn is None or turn.done or not turn.transcribing:
+        if turn is None or turn.done or not turn.transcribing or seq != turn.seq:
+            return
+        turn.stt_ms = stt_ms
+        if turn is self._listening:  # smart end of turn: the utterance so far
+            turn.speculating = False
+            turn.speculative = transcript
+            self._decide(turn, at)
             return
         turn.transcribing = False
-        turn.stt_ms = stt_ms
+        self._answer(turn, transcript)
+
+    def _has_words(self, transcript: Transcript) -> bool:
+        no_speech = transcript.no_speech_prob is not None and transcript.no_speech_prob > self._no_speech
+        return bool(transcript.text.strip()) and not no_speech
+
+    def _answer(self, turn: Turn, transcript: Transcript) -> None:
+        """The caller's turn is over with ``transcript``: answer it, or drop it if wordless."""
         text = transcript.text.strip()
-        if not text or (transcript.no_speech_prob is not None and transcript.no_speech_prob > self._no_speech):
+        if not self._has_words(transcript):
             self._forget(turn)
             if self._active is turn or self._listening is turn:
                 self._active = self._listening = None
@@ -264,10 +553,17 @@ class TurnTaking:
 
         self._after_unwinding(answer)
 
-    def transcription_failed(self, turn_id: int, code: str, message: str, at: float) -> None:
+    def transcription_failed(self, turn_id: int, code: str, message: str, at: float, seq: int = 0) -> None:
         """STT failed: say sorry. If the caller was still speaking, their turn ends here."""
+        tentative = self._tentative
+        if tentative is not None and turn_id == tentative.stt_id:
+            if seq == tentative.seq:
+                self._resume(at)  # cannot tell what it was: carry on
+            return
         turn = self._turns.get(turn_id)
         if turn is None or turn.done:
+            return
+        if seq != turn.seq:
             return
         turn.transcribing = False
         self._send(Error(code, message))
@@ -298,6 +594,10 @@ class TurnTaking:
             turn_id, onset = self._barge_in_onset
             self._barge_in_onset = None
             self._send(TurnMetrics(turn_id, extra={"barge_in_ms": round((at - onset) * 1000, 1)}))
+        tentative = self._tentative
+        if tentative is not None and tentative.ended_at is not None:
+            if _ms(at - tentative.ended_at) >= self.policy.resume_ms:
+                self._resume(at)
 
     # --- reply results ----------------------------------------------------------------
 
@@ -372,7 +672,9 @@ class TurnTaking:
         self._deferred.clear()
         self._listening = self._active = None
         self._held = None
+        self._tentative = None
         self._barge_in_onset = None
+        self.segmenter.cut()
         if self.state is State.IDLE:
             return
         self.state = State.LISTENING  # nothing is under way any more
@@ -405,6 +707,10 @@ class TurnTaking:
         """Cut Sandra off now. Returns the interrupted turn, or None if she was not answering."""
         if self.state not in (State.THINKING, State.SPEAKING):
             return None
+        tentative, self._tentative = self._tentative, None
+        if tentative is not None:  # a paused reply: a hard stop now, never resumed
+            self._do(CancelTranscription(tentative.stt_id))
+            self.segmenter.cut()
         turn = self._active
         interrupted_id = self.turn_id
         self._do(FlushAudio())  # the next outbound frame is silence
@@ -412,7 +718,7 @@ class TurnTaking:
         self._active = None
         if turn is not None:
             self._cancel(turn)
-        self._send(BargeIn(interrupted_id, source))
+        self._send(BargeIn(interrupted_id, source, tentative=False))
         if source == "voice":
             self.turn_id += 1
             self._go(State.USER_SPEAKING)
@@ -462,12 +768,17 @@ class TurnTaking:
             "llm_ttft_ms": timings.llm_ttft_ms,
             "tts_ttfb_ms": timings.tts_ttfb_ms,
         }
-        if turn.first_audio_at is not None and turn.last_voiced_at is not None:
+        if turn.probability is not None:
+            values["eot_probability"] = turn.probability
+        if turn.first_audio_at is not None and turn.last_voiced_at is not None and turn.kind == "voice":
             values["voice_to_voice_ms"] = (turn.first_audio_at - turn.last_voiced_at) * 1000
         elif turn.first_audio_at is not None and turn.kind == "text":
             values["text_to_voice_ms"] = (turn.first_audio_at - turn.started_at) * 1000
-        shown = {k: round(v, 1) for k, v in values.items() if v is not None}
-        self._send(TurnMetrics(turn.id, kind=turn.kind, interrupted=interrupted, extra=shown))
+        shown: dict[str, object] = {k: round(v, 3 if k == "eot_probability" else 1) for k, v in values.items()
+                                    if v is not None}
+        if turn.verdicts:
+            shown["eot_verdicts"] = list(turn.verdicts)
+        self._send(TurnMetrics(turn.id, kind=turn.kind, interrupted=interrupted, extra=shown))  # type: ignore[arg-type]
 
     def _go(self, state: State) -> None:
         self.state = state

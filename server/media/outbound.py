@@ -36,6 +36,9 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 FRAME_MS = 20
 STALL_S = 0.1
+PLAYED_KEPT_S = 2.0  # recently played reply audio kept for a resume to rewind into
+REWIND_MAX_MS = 600  # a resume goes back at most this far, to the start of the word
+REWIND_DEFAULT_MS = 250  # ... or this far when no pause between words is found
 MAX_FAILURES = 25  # frames in a row (half a second)
 
 log = logging.getLogger("sandra.outbound")
@@ -67,6 +70,7 @@ class OutboundAudio(MediaStreamTrack):
         self._silence = bytes(self._frame_bytes)
         self._time_base = Fraction(1, sample_rate)
         self._silent_frame = self._frame(np.zeros(self._frame_samples, dtype=np.int16))
+        self._played_max = int(sample_rate * PLAYED_KEPT_S) * 2
         self._start: float | None = None
         self._pts = 0
         self.reply_id: int | None = None
@@ -75,6 +79,8 @@ class OutboundAudio(MediaStreamTrack):
         self.reply_first_sent_at: float | None = None
         self.silent_after_flush_at: float | None = None
         self._flushed = False
+        self._paused = False
+        self._played = bytearray()  # the current reply's last PLAYED_KEPT_S seconds that left
         self.stalls = 0
         self._failures = 0
         self.failed = False
@@ -115,11 +121,39 @@ class OutboundAudio(MediaStreamTrack):
         cancels the reply's writer in the same step, before it can run again."""
         dropped = len(self._buffer) // 2
         self._buffer.clear()
+        self._played.clear()
+        self._paused = False
         self._room.set()
         self._drained.set()
         self._flushed = True
         self.silent_after_flush_at = None
         return dropped
+
+    def pause(self) -> None:
+        """Stop playing now (a tentative barge-in): the next frame is silence, the queued
+        audio stays, and the writer waits (the queue is full or soon will be)."""
+        self._paused = True
+
+    def resume(self) -> float:
+        """Play again after :meth:`pause`, from the start of the word she was cut in: the
+        last pause between words (30 ms quieter than -22 dB of the recent peak) within
+        ``REWIND_MAX_MS`` of where she stopped, else ``REWIND_DEFAULT_MS`` back. Returns
+        the reply position (ms) playing resumes from."""
+        if not self._paused:
+            return self.reply_sent / self.sample_rate * 1000
+        self._paused = False
+        rewind = min(len(self._played) // 2, _word_start(self._played, self.sample_rate))
+        if rewind:
+            tail = self._played[-rewind * 2 :]
+            del self._played[-rewind * 2 :]
+            self._buffer[:0] = tail
+            self.reply_sent -= rewind
+            self._drained.clear()
+        return self.reply_sent / self.sample_rate * 1000
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
 
     @property
     def queued_ms(self) -> float:
@@ -161,10 +195,13 @@ class OutboundAudio(MediaStreamTrack):
         return now
 
     def _next_frame(self, now: float) -> av.AudioFrame:
-        n = min(len(self._buffer), self._frame_bytes)
+        n = 0 if self._paused else min(len(self._buffer), self._frame_bytes)
         if n:
             data = bytes(self._buffer[:n])
             del self._buffer[:n]
+            self._played += data
+            if len(self._played) > self._played_max:
+                del self._played[: len(self._played) - self._played_max]
             if n < self._frame_bytes:
                 data += self._silence[n:]
             self.reply_sent += n // 2
@@ -204,6 +241,26 @@ class OutboundAudio(MediaStreamTrack):
         super().stop()
         self._room.set()  # wake a blocked writer so it sees the track ended
         self._drained.set()
+
+
+def _word_start(played: bytearray, rate: int) -> int:
+    """Samples back from the end of ``played`` to the start of the word being spoken."""
+    window = rate // 100  # 10 ms
+    limit = min(len(played) // 2, rate * REWIND_MAX_MS // 1000) // window * window
+    if limit < 4 * window:
+        return limit
+    samples = np.frombuffer(bytes(played[-limit * 2 :]), dtype=np.int16).astype(np.float32)
+    rms = np.sqrt((samples.reshape(-1, window) ** 2).mean(axis=1))
+    quiet = rms < max(1.0, rms.max() * 0.08)
+    run = 0
+    for i in range(len(quiet) - 1, -1, -1):  # backwards: the last gap of 30 ms or more
+        run = run + 1 if quiet[i] else 0
+        if run >= 3:
+            end = i + run  # first window after the gap ... keep 10 ms of the gap as a lead-in
+            while end < len(quiet) and quiet[end]:
+                end += 1
+            return (len(quiet) - max(0, end - 1)) * window
+    return min(limit, rate * REWIND_DEFAULT_MS // 1000)
 
 
 class Resampler:

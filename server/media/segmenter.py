@@ -52,6 +52,7 @@ class SpeechSegmenter:
     def __init__(
         self, *, start_ms: int = 60, end_silence_ms: int = 500, pre_roll_ms: int = 300, barge_in_ms: int = 80
     ) -> None:
+        self.barge_in_ms = barge_in_ms
         self._start_frames = max(1, start_ms // FRAME_MS)
         self._end_frames = max(1, end_silence_ms // FRAME_MS)
         self._sustain_frames = max(1, barge_in_ms // FRAME_MS)
@@ -63,6 +64,15 @@ class SpeechSegmenter:
         self._silence = 0  # consecutive unvoiced frames while speaking
         self._sustained = False
         self._last_voiced_at = 0.0
+
+    def cut(self) -> None:
+        """End the current segment now (the turn-taking core decided it is over): the next
+        voiced run is a new :class:`SpeechStart`."""
+        self.speaking = False
+        self._sustained = False
+        self._silence = 0
+        self._run = 0
+        self._pre_roll.clear()
 
     def push(self, pcm: bytes, voiced: bool, at: float) -> list[SegmenterEvent]:
         events: list[SegmenterEvent] = []
