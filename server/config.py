@@ -147,6 +147,10 @@ class ScriptedConfig:
     # caller's turns listed in fault_turns (counted from 1, the greeting not counted).
     fault: str = ""
     fault_turns: tuple[int, ...] = ()
+    # Utterances shorter than short_ms (0: none) are transcribed as short_transcript
+    # ("" = no words: a cough; "Uh-huh." = a backchannel), as a recogniser would.
+    short_ms: float = 0.0
+    short_transcript: str = ""
 
 
 FAULTS = ("", "stt", "llm", "tts", "bug", "handler")

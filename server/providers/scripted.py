@@ -19,7 +19,7 @@ import numpy as np
 from .. import visemes
 from ..config import Config, ScriptedConfig
 from ..errors import ProviderError
-from .base import CALLER_TURN, LLM, BatchSTT, LLMRequest, SentenceTTS, Transcript, TTSChunk
+from .base import CALLER_TURN, LLM, STT_RATE, BatchSTT, LLMRequest, SentenceTTS, Transcript, TTSChunk
 
 MS_PER_CHAR = 55.0
 TTS_RATE = 24000
@@ -45,6 +45,9 @@ class ScriptedSTT(BatchSTT):
         await _sleep_ms(self._config.stt_ms)
         if _faulty(self._config, "stt"):
             raise ProviderError("scripted", f"injected STT fault on turn {CALLER_TURN.get()}")
+        if len(pcm) / 2 / STT_RATE * 1000 < self._config.short_ms:
+            text = self._config.short_transcript
+            return Transcript(text, no_speech_prob=0.0 if text else 0.95, language=language)
         return Transcript(self._config.transcript, no_speech_prob=0.0, language=language)
 
 
