@@ -343,7 +343,9 @@ sandra.on("state", (msg) => {
 sandra.on("transcript", onTranscript);
 sandra.on("response:delta", onDelta);
 sandra.on("response:done", onDone);
-sandra.on("barge-in", () => markInterrupted(currentReply(), null));
+sandra.on("barge-in", (msg) => {
+  if (!msg.tentative) markInterrupted(currentReply(), null); // a tentative one may resume
+});
 sandra.on("metrics", onMetrics);
 sandra.on("tool", (msg) => {
   if (msg.name === "notify_host") systemNote(t("notified"));

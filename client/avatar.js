@@ -207,7 +207,10 @@ export function createAvatar(container, { now = () => performance.now(), random 
         sandra.on("viseme", (msg, meta) => {
           timeline.add(msg, { receivedAt: meta?.receivedAt ?? now(), delayMs: sandra.playoutDelayMs() });
         }),
-        sandra.on("barge-in", (msg) => shut(msg?.turn_id)),
+        sandra.on("barge-in", (msg) => (msg?.tentative ? timeline.pause() : shut(msg?.turn_id))),
+        sandra.on("resume", (msg, meta) => {
+          timeline.resume({ receivedAt: meta?.receivedAt ?? now(), playheadMs: msg?.playhead_ms, delayMs: sandra.playoutDelayMs() });
+        }),
         sandra.on("barge-in:local", () => shut()),
         sandra.on("response:done", (msg) => {
           if (msg?.interrupted) shut(msg.turn_id);

@@ -37,6 +37,7 @@ const ANCHOR_GAIN = 0.25;
 export class VisemeTimeline {
   turnId = null;
   anchor = null;
+  paused = false;
   #visemes = []; // {id, start, end} in reply-audio ms, sorted by start
   #ended = new Set(); // turns cut short: their late messages are ignored
 
@@ -50,7 +51,9 @@ export class VisemeTimeline {
     }
     const playhead = Number.isFinite(message.playhead_ms) ? message.playhead_ms : 0;
     const anchor = receivedAt - playhead + delayMs;
-    this.anchor = this.anchor === null ? anchor : this.anchor + (anchor - this.anchor) * ANCHOR_GAIN;
+    if (!this.paused) {
+      this.anchor = this.anchor === null ? anchor : this.anchor + (anchor - this.anchor) * ANCHOR_GAIN;
+    }
     for (const v of list) {
       if (!Number.isFinite(v?.t_ms) || !Number.isInteger(v?.id) || v.id < 0 || v.id >= SHAPES.length) continue;
       const dur = Number.isFinite(v.dur_ms) && v.dur_ms > 0 ? v.dur_ms : 80;
@@ -59,10 +62,25 @@ export class VisemeTimeline {
     this.#visemes.sort((a, b) => a.start - b.start);
   }
 
+  /** A tentative barge-in paused Sandra: the mouth closes until `resume`. */
+  pause() {
+    this.paused = true;
+  }
+
+  /**
+   * Sandra resumed (a `resume` message received at `receivedAt`): reply position
+   * `playheadMs` is heard after the playout delay, and the timeline goes on from there.
+   */
+  resume({ receivedAt, playheadMs, delayMs = 0 }) {
+    this.paused = false;
+    if (Number.isFinite(playheadMs)) this.anchor = receivedAt - playheadMs + delayMs;
+  }
+
   /** Drop everything: the mouth closes. With `endTurn` (barge-in) later messages of this turn are ignored. */
   clear({ endTurn = false, turnId = this.turnId } = {}) {
     this.#visemes = [];
     this.anchor = null;
+    this.paused = false;
     if (endTurn && turnId != null) {
       this.#ended.add(turnId);
       if (this.#ended.size > 32) this.#ended.delete(this.#ended.values().next().value);
@@ -110,7 +128,7 @@ export class VisemeTimeline {
   }
 
   #find(now) {
-    if (this.anchor === null) return null;
+    if (this.anchor === null || this.paused) return null;
     const t = now - this.anchor;
     const list = this.#visemes;
     for (let i = 0; i < list.length; i++) {
