@@ -22,7 +22,7 @@ from typing import Any
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from .. import protocol
+from .. import protocol, recording
 from ..config import Config
 from ..errors import ProtocolError, ProviderError
 from ..media import inbound, jitter
@@ -106,6 +106,10 @@ class Call:
         self._closing: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         self.close_reason: str | None = None
+        # HOOK(host): the recorder (transcript always in memory; files when [recording] enabled)
+        self.recorder = recording.for_call(config, session_id, clock=clock)
+        if self.recorder.recording:
+            self.outbound.tap = self.recorder.sandra_frame
 
     # --- wiring ----------------------------------------------------------------------
 
@@ -158,7 +162,7 @@ class Call:
         vad = self.config.vad
         await inbound.consume(
             track, self._on_inbound, aggressiveness=vad.aggressiveness, energy_margin_db=vad.energy_margin_db,
-            clock=self._clock,
+            clock=self._clock, tap=self.recorder.caller_frame if self.recorder.recording else None,  # HOOK(host)
         )
 
     async def _watchdog(self) -> None:
@@ -176,6 +180,7 @@ class Call:
     # --- events out ------------------------------------------------------------------
 
     def send(self, ev: dict[str, Any]) -> None:
+        self.recorder.event(ev, self._clock())  # HOOK(host): every server event, for the transcript
         channel = self.channel
         if channel is not None and channel.readyState == "open":
             channel.send(protocol.encode(ev))
@@ -450,11 +455,16 @@ class Call:
                 self._start_listening()
                 self.send(protocol.event("call:started", language=self.language, id=message.id))
                 greeting = self.providers.llm.greeting(self.language)
+                if self.recorder.recording:  # HOOK(host): say that the call is recorded
+                    greeting = recording.announce(greeting, self.language)
                 self._begin_turn("greeting", lambda: _once(greeting))
             case protocol.Message():
                 self._start_listening()
+                now = self._clock()
                 self._begin_turn("text", lambda: self.providers.llm.reply(
                     LLMRequest(tuple(self.history), self.language, notify=self._notify)), user_text=message.text)
+                # HOOK(host): the typed turn in the transcript
+                self.recorder.turn(recording.TurnRecord(self.conversation.turn_id, "guest", "text", message.text, now, now))
             case protocol.BargeIn():
                 turn = self._interrupt("client")
                 turn_id = turn.id if turn is not None else self.conversation.turn_id
@@ -490,5 +500,9 @@ class Call:
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.pc.close()
         finally:
+            try:
+                await self.recorder.close(reason)  # HOOK(host): both files complete, however the call ended
+            except Exception:
+                log.exception("call %s: finishing the recording failed", self.session_id)
             self._closed.set()
             self._on_closed(self)

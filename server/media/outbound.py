@@ -50,6 +50,7 @@ class OutboundAudio(MediaStreamTrack):
         self._lead_bytes = max(self._frame_bytes, sample_rate * lead_ms // 1000 * 2)
         self._clock = clock
         self._on_frame = on_frame  # (at, rms, is_reply) for every frame sent
+        self.tap: Callable[[bytes | None, float], None] | None = None  # HOOK(host): (pcm or None if silent, at), the recorder
         self._buffer = bytearray()
         self._room = asyncio.Event()
         self._room.set()
@@ -151,6 +152,8 @@ class OutboundAudio(MediaStreamTrack):
                 self._flushed = False
                 self.silent_after_flush_at = now
 
+        if self.tap is not None:  # HOOK(host)
+            self.tap(data if n else None, now)
         if n:
             samples = np.frombuffer(data, dtype=np.int16)
             frame = self._frame(samples)

@@ -1,0 +1,166 @@
+"""Recorded calls: the stereo Ogg/Opus and the JSON transcript, through real aiortc peers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+
+from server.recording import announce, sweep
+from server.recording.timeline import StereoTimeline
+from tests.support.audio import silence, speech
+
+RATE = 48000
+
+
+def decode(path: Path) -> np.ndarray:
+    """The Ogg as float (2, samples) at 48 kHz."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        assert stream.codec_context.name == "opus" and stream.codec_context.channels == 2
+        chunks = [f.to_ndarray().reshape(2, -1) for f in container.decode(stream)]
+    return np.concatenate(chunks, axis=1)
+
+
+def level(channel: np.ndarray, start_ms: float, end_ms: float) -> float:
+    a, b = int(start_ms * RATE / 1000), int(end_ms * RATE / 1000)
+    piece = channel[a:b]
+    return float(np.sqrt(np.mean(piece * piece))) if piece.size else 0.0
+
+
+def only(folder: Path, suffix: str) -> Path:
+    found = list(folder.glob(f"*/*{suffix}"))
+    assert len(found) == 1, found
+    return found[0]
+
+
+async def test_recorded_call_voice_typed_and_barge_in(server_factory, peer_factory, tmp_path):
+    async with server_factory(recording={"enabled": True, "dir": str(tmp_path)}) as srv:
+        peer = await peer_factory(srv)
+        connected_at = time.monotonic()
+        peer.send({"type": "call:start", "language": "en"})
+        greeting = await peer.wait_for("response:done")
+        assert "this call is recorded" in greeting["text"]
+
+        mark = len(peer.events)  # a voice turn
+        peer.mic.play(speech("What time is check-in?") + silence(100))
+        voice_done = await peer.wait_for("response:done", after=mark, timeout=20)
+        assert voice_done["interrupted"] is False
+
+        mark = len(peer.events)  # a typed turn, interrupted by the guest's voice
+        peer.send({"type": "message", "text": "Is there parking?"})
+        speaking = await peer.wait_for("state", lambda e: e["state"] == "speaking", after=mark)
+        await peer.wait_until(lambda: peer.loud_frames(since=speaking["_at"]) > 40, what="reply audio")
+        peer.mic.play(speech("Sorry, one more thing.") + silence(100))
+        await peer.wait_for("barge-in", after=mark)
+        cut = await peer.wait_for("response:done", lambda e: e["interrupted"], after=mark)
+        await peer.wait_for("response:done", lambda e: e["turn_id"] > cut["turn_id"], after=mark, timeout=20)
+        await peer.wait_for("metrics", lambda e: e["turn_id"] > cut["turn_id"] and "kind" in e, after=mark)
+
+        peer.send({"type": "call:end"})
+        await peer.wait_for("call:ended")
+        ended_at = time.monotonic()
+
+    day = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+    ogg, doc_path = tmp_path / day / f"{peer.session_id}.ogg", tmp_path / day / f"{peer.session_id}.json"
+    doc = json.loads(doc_path.read_text())
+    assert doc["session_id"] == peer.session_id and doc["language"] == "en"
+    assert doc["close_reason"] == "caller hung up" and doc["ended_at"] > doc["started_at"]
+
+    # The JSON's turns are the datachannel transcript.
+    said = [(e["turn_id"], e["text"]) for e in peer.events if e["type"] == "response:done"]
+    heard = [(e["turn_id"], e["text"]) for e in peer.events if e["type"] == "transcript" and e["final"]]
+    turns = doc["turns"]
+    assert [(t["turn_id"], t["text"]) for t in turns if t["who"] == "sandra"] == said
+    assert [(t["turn_id"], t["text"]) for t in turns if t["who"] == "guest" and t["kind"] == "voice"] == heard
+    typed = [t for t in turns if t["who"] == "guest" and t["kind"] == "text"]
+    assert [t["text"] for t in typed] == ["Is there parking?"]
+    assert [t["interrupted"] for t in turns if t["who"] == "sandra"] == [False, False, True, False]
+    assert [t["kind"] for t in turns if t["who"] == "sandra"] == ["greeting", "voice", "text", "voice"]
+    assert "voice_to_voice_ms" in turns[2]["metrics"] and "barge_in_ms" in [t for t in turns if t["interrupted"]][0]["metrics"]
+    starts = [t["start_ms"] for t in turns]
+    assert starts == sorted(starts) and all(t["end_ms"] >= t["start_ms"] for t in turns)
+
+    # The Ogg: two channels, as long as the call, the guest on the left, Sandra on the right.
+    audio = decode(ogg)
+    seconds = audio.shape[1] / RATE
+    assert abs(seconds - doc["duration_s"]) < 0.1
+    assert abs(seconds - (ended_at - connected_at)) < 1.0, (seconds, ended_at - connected_at)
+    left, right = audio[0], audio[1]
+    loud, quiet = 0.02, 0.003
+    for t in turns:
+        if t["who"] == "guest" and t["kind"] == "voice":
+            assert level(left, t["start_ms"], t["end_ms"]) > loud, t  # the guest's words, where the JSON says
+        if t["who"] == "sandra":
+            assert level(right, t["start_ms"], t["end_ms"]) > loud, t
+    first_guest = next(t for t in turns if t["who"] == "guest")
+    greeting_turn = turns[0]
+    assert level(left, greeting_turn["start_ms"], greeting_turn["end_ms"]) < quiet  # nobody spoke over the greeting
+    assert level(right, first_guest["start_ms"], first_guest["end_ms"]) < quiet  # Sandra silent while the guest asked
+    assert level(left, first_guest["start_ms"] - 600, first_guest["start_ms"] - 200) < quiet  # speech starts at start_ms
+    assert level(left, first_guest["start_ms"], first_guest["start_ms"] + 200) > loud
+
+
+async def test_shutdown_with_a_call_in_progress_leaves_complete_files(server_factory, peer_factory, tmp_path):
+    async with server_factory(recording={"enabled": True, "dir": str(tmp_path)}) as srv:
+        peer = await peer_factory(srv)
+        peer.send({"type": "call:start", "language": "es"})
+        await peer.wait_for("state", lambda e: e["state"] == "speaking")
+        await peer.wait_until(lambda: peer.loud_frames() > 30, what="the greeting")
+        # leaving the block runs the app's cleanup: the server drains with Sandra mid-sentence
+    doc = json.loads(only(tmp_path, ".json").read_text())
+    assert doc["close_reason"] == "server shutting down" and doc["language"] == "es"
+    assert doc["turns"][0]["who"] == "sandra" and doc["turns"][0]["interrupted"] is True
+    audio = decode(only(tmp_path, ".ogg"))
+    assert abs(audio.shape[1] / RATE - doc["duration_s"]) < 0.1
+    assert level(audio[1], doc["turns"][0]["start_ms"], doc["turns"][0]["end_ms"]) > 0.02
+
+
+async def test_recording_off_writes_nothing(server, peer_factory, tmp_path):
+    peer = await peer_factory(server)
+    peer.send({"type": "call:start", "language": "en"})
+    greeting = await peer.wait_for("response:done")
+    assert "recorded" not in greeting["text"]
+    call = server.sessions.calls[peer.session_id]
+    assert call.recorder.recording is False and call.recorder.log.records[0].who == "sandra"
+
+
+def test_announce_both_languages():
+    assert announce("Hi, I'm Sandra. How can I help?", "en") == (
+        "Hi, I'm Sandra. Just so you know, this call is recorded. How can I help?")
+    assert announce("¡Hola! Soy Sandra.", "es") == "¡Hola! Te aviso de que esta llamada se graba. Soy Sandra."
+
+
+def test_timeline_places_frames_on_the_clock():
+    t = StereoTimeline(start=10.0, rate=1000)  # 20 samples a frame
+    t.add(0, np.full(20, 100, np.int16).tobytes(), 10.0)
+    t.add(1, np.full(20, 200, np.int16).tobytes(), 10.1)  # Sandra 100 ms later
+    t.add(0, np.full(20, 300, np.int16).tobytes(), 10.02)  # the next caller frame, no gap
+    out = np.frombuffer(t.take(10.2), np.int16).reshape(-1, 2)
+    assert out.shape == (200, 2)
+    assert (out[:20, 0] == 100).all() and (out[20:40, 0] == 300).all() and (out[40:, 0] == 0).all()
+    assert (out[:100, 1] == 0).all() and (out[100:120, 1] == 200).all() and (out[120:, 1] == 0).all()
+    t.add(0, np.full(20, 5, np.int16).tobytes(), 10.05)  # too late: its place was written
+    assert t.dropped == 20
+    assert len(t.finish(10.25)) == 60 * 4  # padded to a whole frame: 200 -> 260 samples
+
+
+def test_retention_deletes_old_files(tmp_path):
+    now = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
+    old_day, new_day = tmp_path / "2026-10-01", tmp_path / "2026-11-30"
+    old_day.mkdir()
+    new_day.mkdir()
+    old = [old_day / "a.ogg", old_day / "a.json"]
+    new = [new_day / "b.ogg", new_day / "b.json", new_day / "notes.txt"]
+    for p in old + new:
+        p.write_text("x")
+    stamp = (now - dt.timedelta(days=31)).timestamp()
+    for p in old:
+        os.utime(p, (stamp, stamp))
+    assert sorted(sweep(tmp_path, 30, now)) == sorted(old)
+    assert not old_day.exists() and all(p.exists() for p in new)
