@@ -9,6 +9,7 @@ const LIVE_EVERY_MS = 2000;
 const LIST_EVERY_MS = 8000;
 const STAGES = [
   ["voice_to_voice_ms", "Voice to voice"],
+  ["text_to_voice_ms", "Typed to voice"],
   ["eos_ms", "End of turn"],
   ["stt_ms", "Speech to text"],
   ["llm_ttft_ms", "LLM first token"],
@@ -243,14 +244,14 @@ function renderChart(calls) {
   const chart = $("chart");
   const turns = calls.flatMap((c) => c.metrics || []);
   const rows = STAGES.map(([key, label]) => {
-    const values = turns.map((m) => (key === "voice_to_voice_ms" ? m[key] ?? m.text_to_voice_ms : m[key])).filter((v) => typeof v === "number");
+    const values = turns.map((m) => m[key]).filter((v) => typeof v === "number");
     return { key, label, n: values.length, p50: percentile(values, 50), p95: percentile(values, 95) };
   });
   const max = Math.max(1, ...rows.map((r) => r.p95 || 0));
-  const left = 110, width = 200, rowH = 38;
+  const left = 112, width = 170, rowH = 38;
   chart.replaceChildren();
   chart.setAttribute("data-turns", String(turns.length));
-  for (let x = 0; x <= 4; x++) chart.append(svg("line", { class: "grid", x1: left + (width * x) / 4, x2: left + (width * x) / 4, y1: 4, y2: rows.length * rowH }));
+  for (let x = 0; x <= 4; x++) chart.append(svg("line", { class: "grid", x1: left + (width * x) / 4, x2: left + (width * x) / 4, y1: 4, y2: rows.length * rowH - 6 }));
   rows.forEach((r, i) => {
     const y = i * rowH + 8;
     const label = svg("text", { class: "label", x: 0, y: y + 14 });
@@ -265,12 +266,13 @@ function renderChart(calls) {
     chart.append(svg("rect", { class: "p95", "data-stage": r.key, x: left, y, width: Math.max(2, (r.p95 / max) * width), height: 18, rx: 4 }));
     chart.append(svg("rect", { class: "p50", "data-stage": r.key, x: left, y: y + 4, width: Math.max(2, (r.p50 / max) * width), height: 10, rx: 3 }));
     const value = svg("text", { class: "value", x: left + width + 6, y: y + 13 });
-    value.textContent = `${ms(r.p50)} / ${ms(r.p95)}`;
+    value.textContent = r.p95 >= 1000 ? `${(r.p50 / 1000).toFixed(2)} / ${(r.p95 / 1000).toFixed(2)} s`
+      : `${Math.round(r.p50)} / ${Math.round(r.p95)} ms`;
     chart.append(value);
   });
-  const n = svg("text", { class: "label", x: 0, y: rows.length * rowH + 4 });
+  const n = svg("text", { class: "label", x: 0, y: rows.length * rowH + 8 });
   n.textContent = `${turns.length} replies in ${calls.length} calls`;
-  chart.setAttribute("viewBox", `0 0 360 ${rows.length * rowH + 10}`);
+  chart.setAttribute("viewBox", `0 0 380 ${rows.length * rowH + 14}`);
   chart.append(n);
 }
 

@@ -104,8 +104,9 @@ def test_a_call_live_then_recorded_played_and_charted(quiet_browser: Any, host_s
         timeout=10_000)
     admin.wait_for_selector("#lines .line.playing")
 
-    # The latency chart: p50/p95 bars for voice-to-voice (text-to-voice here), LLM and TTS.
-    admin.wait_for_selector("#chart rect.p50[data-stage=voice_to_voice_ms]")
+    # The latency chart: p50/p95 bars for the stages this (typed) call had: typed-to-voice, LLM, TTS.
+    admin.wait_for_selector("#chart rect.p50[data-stage=text_to_voice_ms]")
+    assert admin.locator("#chart rect[data-stage=voice_to_voice_ms]").count() == 0  # no voice turn: no bar
     assert admin.locator("#chart rect.p50").count() >= 3 and admin.locator("#chart rect.p95").count() >= 3
 
     # The inbox: mark one handled.
@@ -123,6 +124,7 @@ def test_a_call_live_then_recorded_played_and_charted(quiet_browser: Any, host_s
     else:
         assert "Could not create the link" in admin.inner_text("#link-error")
     admin.locator("#player").evaluate("p => p.pause()")
+    admin.evaluate("window.scrollTo(0, 0)")
     screenshot(admin, "admin-desktop")
 
     phone, phone_errors = _dashboard(quiet_browser, host_server.url, **PHONE)
@@ -130,6 +132,7 @@ def test_a_call_live_then_recorded_played_and_charted(quiet_browser: Any, host_s
     phone.wait_for_selector(f"#calls .call-item[data-session='{session}']")
     phone.click(f"#calls .call-item[data-session='{session}']")
     phone.wait_for_selector("#lines .line.sandra")
+    phone.evaluate("window.scrollTo(0, 0)")
     width = phone.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"the dashboard scrolls sideways on a phone ({width} px)"
     screenshot(phone, "admin-phone")
