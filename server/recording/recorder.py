@@ -134,14 +134,13 @@ class Recorder:
         end = self._clock()
         self.close_reason = reason
         self.ended_at = dt.datetime.fromtimestamp(self._wall(), dt.UTC)
-        if self._root is None:
-            return
+        if self._root is None or self._thread is None:
+            return  # not recording, or no audio ever flowed (an offer that failed): no files
         origin = self.origin if self.origin is not None else end
         self.duration_s = round(end - origin, 3)
         doc = self.document(origin)
-        if self._thread is not None:
-            await asyncio.to_thread(self._queue.put, (_END, None, end))
-            await asyncio.to_thread(self._thread.join)
+        await asyncio.to_thread(self._queue.put, (_END, None, end))
+        await asyncio.to_thread(self._thread.join)
         await asyncio.to_thread(_write_json, self.json_path, doc)
 
     # --- the recorder's thread ----------------------------------------------------------
