@@ -137,17 +137,20 @@ def test_announce_both_languages():
 
 
 def test_timeline_places_frames_on_the_clock():
-    t = StereoTimeline(start=10.0, rate=1000)  # 20 samples a frame
+    t = StereoTimeline(start=10.0, rate=1000)  # 20 samples a frame, 100 of slack
     t.add(0, np.full(20, 100, np.int16).tobytes(), 10.0)
-    t.add(1, np.full(20, 200, np.int16).tobytes(), 10.1)  # Sandra 100 ms later
-    t.add(0, np.full(20, 300, np.int16).tobytes(), 10.02)  # the next caller frame, no gap
-    out = np.frombuffer(t.take(10.2), np.int16).reshape(-1, 2)
-    assert out.shape == (200, 2)
+    t.add(1, np.full(20, 200, np.int16).tobytes(), 10.15)  # Sandra 150 ms later: silence before her
+    t.add(0, np.full(20, 300, np.int16).tobytes(), 10.07)  # 50 ms late (jitter): right after the first
+    out = np.frombuffer(t.take(10.3), np.int16).reshape(-1, 2)
+    assert out.shape == (300, 2)
     assert (out[:20, 0] == 100).all() and (out[20:40, 0] == 300).all() and (out[40:, 0] == 0).all()
-    assert (out[:100, 1] == 0).all() and (out[100:120, 1] == 200).all() and (out[120:, 1] == 0).all()
-    t.add(0, np.full(20, 5, np.int16).tobytes(), 10.05)  # too late: its place was written
+    assert (out[:150, 1] == 0).all() and (out[150:170, 1] == 200).all() and (out[170:, 1] == 0).all()
+    t.add(0, np.full(20, 5, np.int16).tobytes(), 10.25)  # too late: its place was written
     assert t.dropped == 20
-    assert len(t.finish(10.25)) == 60 * 4  # padded to a whole frame: 200 -> 260 samples
+    for i in range(8):  # a burst 160 ms ahead of the clock: the frames beyond the slack are skipped
+        t.add(1, np.full(20, 7, np.int16).tobytes(), 10.3)
+    assert t.dropped == 20 + 2 * 20  # six frames fit (up to 100 ms ahead), two do not
+    assert len(t.finish(10.35)) == 120 * 4  # all that is pending, though it runs past 10.35
 
 
 def test_retention_deletes_old_files(tmp_path):

@@ -136,12 +136,9 @@ class Recorder:
         self.ended_at = dt.datetime.fromtimestamp(self._wall(), dt.UTC)
         if self._root is None or self._thread is None:
             return  # not recording, or no audio ever flowed (an offer that failed): no files
-        origin = self.origin if self.origin is not None else end
-        self.duration_s = round(end - origin, 3)
-        doc = self.document(origin)
         await asyncio.to_thread(self._queue.put, (_END, None, end))
-        await asyncio.to_thread(self._thread.join)
-        await asyncio.to_thread(_write_json, self.json_path, doc)
+        await asyncio.to_thread(self._thread.join)  # sets duration_s: the Ogg's length
+        await asyncio.to_thread(_write_json, self.json_path, self.document(self.origin))
 
     # --- the recorder's thread ----------------------------------------------------------
 
@@ -174,7 +171,7 @@ class Recorder:
                     writer.close()
                 except Exception:
                     log.exception("call %s: closing the recording failed", self.session_id)
-            self.duration_s = timeline.duration_s
+            self.duration_s = round(timeline.duration_s, 3)
 
     # --- what the host sees ---------------------------------------------------------------
 

@@ -1,10 +1,11 @@
 """Two mono 48 kHz streams laid side by side on the call's clock (pure: times passed in).
 
 Each channel is placed where its frames say they belong: a frame heard or sent at ``at``
-starts at sample ``(at - start) * rate``. A gap longer than a frame (nobody spoke, no
-packet arrived) becomes silence; frames that arrive a little early or late (network
-jitter) are appended where the channel's audio ends, so a channel never repeats or loses
-audio and stays within a few frames of its place. :meth:`take` hands out interleaved stereo
+starts at sample ``(at - start) * rate``. Frames that arrive a little early or late
+(network jitter, up to ``SLACK_MS``) are appended where the channel's audio ends, so no
+audio is repeated or lost; a longer gap (no packets, a stalled loop) becomes silence, and
+a channel more than ``SLACK_MS`` ahead of the clock drops frames until it is back: each
+channel stays within ``SLACK_MS`` of its place for the whole call. :meth:`take` hands out interleaved stereo
 s16 in whole 20 ms frames up to a time; audio for a time already handed out is dropped.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 FRAME_MS = 20
+SLACK_MS = 100
 
 
 class _Channel:
@@ -33,6 +35,7 @@ class StereoTimeline:
         self.start = start
         self.rate = rate
         self.frame = rate * FRAME_MS // 1000
+        self.slack = rate * SLACK_MS // 1000
         self.emitted = 0  # samples handed out per channel
         self._channels = (_Channel(), _Channel())
         self.dropped = 0  # samples that came too late to be placed
@@ -43,8 +46,11 @@ class StereoTimeline:
         pos = round((at - self.start) * self.rate)
         ch = self._channels[channel]
         end = self.emitted + ch.buf.size
-        if pos > end + self.frame:  # a gap: silence up to where this frame belongs
+        if pos > end + self.slack:  # a gap: silence up to where this frame belongs
             ch.buf = np.concatenate([ch.buf, np.zeros(pos - end, np.int16), samples])
+            return
+        if end - pos > self.slack:  # the channel ran ahead of the clock: skip this frame
+            self.dropped += samples.size
             return
         if ch.buf.size == 0 and pos < self.emitted:  # late, and its place was already handed out
             late = min(samples.size, self.emitted - pos)
