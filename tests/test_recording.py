@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
@@ -167,3 +168,28 @@ def test_retention_deletes_old_files(tmp_path):
         os.utime(p, (stamp, stamp))
     assert sorted(sweep(tmp_path, 30, now)) == sorted(old)
     assert not old_day.exists() and all(p.exists() for p in new)
+
+
+async def _ended_by_the_server(server_factory, peer_factory, tmp_path, server_section, reason, vanish):  # type: ignore[no-untyped-def]
+    async with server_factory(server=server_section, recording={"enabled": True, "dir": str(tmp_path)}) as srv:
+        peer = await peer_factory(srv)
+        peer.send({"type": "call:start", "language": "en"})
+        await peer.wait_until(lambda: peer.loud_frames() > 30, what="the greeting")
+        call = srv.sessions.calls[peer.session_id]
+        if vanish:
+            peer.mic.freeze()  # the browser vanished: no audio, no pings
+        await asyncio.wait_for(call.wait_closed(), 10)
+        assert call.close_reason == reason
+        doc = json.loads(only(tmp_path, ".json").read_text())
+        audio = decode(only(tmp_path, ".ogg"))
+    assert doc["close_reason"] == reason and [t["who"] for t in doc["turns"]] == ["sandra"]
+    assert abs(audio.shape[1] / RATE - doc["duration_s"]) < 0.1
+    assert level(audio[1], doc["turns"][0]["start_ms"], doc["turns"][0]["end_ms"]) > 0.02
+
+
+async def test_a_dead_peer_leaves_complete_files(server_factory, peer_factory, tmp_path):
+    await _ended_by_the_server(server_factory, peer_factory, tmp_path, {"heartbeat_timeout_s": 1}, "peer silent", True)
+
+
+async def test_the_session_ttl_leaves_complete_files(server_factory, peer_factory, tmp_path):
+    await _ended_by_the_server(server_factory, peer_factory, tmp_path, {"session_ttl_s": 3}, "session ttl", False)
