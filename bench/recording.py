@@ -1,13 +1,18 @@
 """What recording a call costs: CPU per minute of call and bytes per minute on disk.
 
-    .venv/bin/python -m bench.recording [--minutes 2] [--calls 4]
+    .venv/bin/python -m bench.recording [--minutes 2] [--calls 4] [--server-calls 5 --duration 10]
 
-Feeds ``--calls`` :class:`server.recording.Recorder`s at once with the frames of a
+1. In process: feeds ``--calls`` :class:`server.recording.Recorder`s at once with the frames of a
 typical call (the guest speaks 30 % of the time, Sandra 50 %, both channels every 20 ms,
 aiortc-shaped 48 kHz stereo s16 inbound frames), on a simulated clock as fast as the
 recorders' threads keep up, then closes them. Prints, per minute of call: CPU seconds on
 the event loop (enqueueing), CPU seconds in total (the encoder threads included) and the
 Ogg's bytes; and the share of one core that a live call's recording takes.
+
+2. End to end (``--server-calls N``, 0 to skip): the same ``N`` calls as ``bench.load``
+(real aiortc callers that speak, hear the reply and interrupt every third turn) against a
+Sandra server with recording off, then on; prints the server's CPU per call, its loop lag
+and the Ogg bytes per minute of call. Server and callers share the machine.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from bench.common import save, table
+from bench.common import save, server_process, table
 from server.recording import Recorder
 from tests.support.audio import speech
 
@@ -85,13 +90,43 @@ async def run(minutes: float, calls: int) -> dict[str, float]:
     }
 
 
+def end_to_end(calls: int, duration: float) -> list[dict[str, object]]:
+    import json
+
+    from bench.load import REPLY, measure
+
+    rows = []
+    for on in (False, True):
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {"SANDRA_SCRIPTED_REPLY": REPLY, "SANDRA_RECORDING_ENABLED": "true" if on else "false",
+                   "SANDRA_RECORDING_DIR": tmp}
+            with server_process(env) as server:
+                row = measure(server.url, server, calls, "sandra", duration)
+            oggs = list(Path(tmp).glob("*/*.ogg"))
+            seconds = sum(json.loads(p.with_suffix(".json").read_text())["duration_s"] for p in oggs)
+            rows.append({
+                "recording": on, "calls": calls, "connected": row["connected"],
+                "cpu_pct_per_call": row["cpu_pct_per_call"], "server_cpu_pct": row["server_cpu_pct"],
+                "loop_lag_p99_ms": row["loop_lag_p99_ms"], "interarrival_p99_ms": row["interarrival_p99_ms"],
+                "files": len(oggs),
+                "kbytes_per_call_minute": round(sum(p.stat().st_size for p in oggs) / 1000 / (seconds / 60), 1) if seconds else None,
+            })
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=2.0, help="minutes of call per recorder")
     parser.add_argument("--calls", type=int, default=4, help="recorders at once")
+    parser.add_argument("--server-calls", type=int, default=5, help="end to end: calls at once (0: skip)")
+    parser.add_argument("--duration", type=float, default=10.0, help="end to end: seconds measured")
     args = parser.parse_args()
-    result = asyncio.run(run(args.minutes, args.calls))
+    result: dict[str, object] = asyncio.run(run(args.minutes, args.calls))
     print(table([{"measure": k, "value": v} for k, v in result.items()], ("measure", "value")))
+    if args.server_calls:
+        rows = end_to_end(args.server_calls, args.duration)
+        print(table(rows, list(rows[0])))
+        result["end_to_end"] = rows
     save("recording", result)
 
 

@@ -193,3 +193,43 @@ async def test_a_dead_peer_leaves_complete_files(server_factory, peer_factory, t
 
 async def test_the_session_ttl_leaves_complete_files(server_factory, peer_factory, tmp_path):
     await _ended_by_the_server(server_factory, peer_factory, tmp_path, {"session_ttl_s": 3}, "session ttl", False)
+
+
+def test_call_log_builds_the_transcript_from_the_server_events():
+    from server.recording import CallLog, TurnRecord
+
+    log = CallLog("s1")
+    wall = 1_000_000.0  # ms at monotonic 0
+    for at, ev in [
+        (0.1, {"type": "call:started", "language": "es"}),
+        (0.2, {"type": "state", "state": "thinking", "turn_id": 1}),
+        (0.3, {"type": "state", "state": "speaking", "turn_id": 1}),
+        (2.0, {"type": "response:done", "turn_id": 1, "text": "Hola.", "interrupted": False}),
+        (2.0, {"type": "metrics", "turn_id": 1, "kind": "greeting", "interrupted": False, "tts_ttfb_ms": 3.0}),
+        (3.06, {"type": "vad", "speaking": True, "onset_ms": wall + 3000}),  # first voiced frame at 3.0
+        (3.06, {"type": "state", "state": "user_speaking", "turn_id": 2}),
+        (4.5, {"type": "vad", "speaking": False}),
+        (4.5, {"type": "state", "state": "thinking", "turn_id": 2}),
+        (4.6, {"type": "transcript", "turn_id": 2, "text": "¿Y el wifi?", "final": True}),
+        (4.7, {"type": "tool", "name": "notify_host", "input": {"message": "wifi"}}),
+        (5.0, {"type": "state", "state": "speaking", "turn_id": 2}),
+        (5.5, {"type": "vad", "speaking": True, "onset_ms": wall + 5500}),  # a blip over her: no new turn
+        (5.6, {"type": "vad", "speaking": False}),
+        (6.0, {"type": "barge-in", "turn_id": 2, "source": "client"}),
+        (6.0, {"type": "response:done", "turn_id": 2, "text": "La clave", "interrupted": True}),
+        (6.0, {"type": "metrics", "turn_id": 2, "kind": "voice", "interrupted": True, "eos_ms": 500.0,
+               "voice_to_voice_ms": 1000.0}),
+        (6.1, {"type": "metrics", "turn_id": 2, "barge_in_ms": 20.0}),
+    ]:
+        log.event(ev, at, wall + at * 1000)
+    log.turn(TurnRecord(3, "guest", "text", "gracias", 6.5, 6.5))
+    assert log.language == "es" and log.last_metrics["turn_id"] == 2
+    turns = log.turns(origin=0.1)
+    assert [(t["turn_id"], t["who"], t["kind"], t["text"], t["start_ms"], t["end_ms"], t["interrupted"]) for t in turns] == [
+        (1, "sandra", "greeting", "Hola.", 200.0, 1900.0, False),
+        (2, "guest", "voice", "¿Y el wifi?", 2900.0, 3900.0, False),  # onset 3.0, last voiced 4.5 - 0.5
+        (2, "sandra", "voice", "La clave", 4900.0, 5900.0, True),
+        (3, "guest", "text", "gracias", 6400.0, 6400.0, False),
+    ]
+    assert turns[2]["metrics"] == {"eos_ms": 500.0, "voice_to_voice_ms": 1000.0, "barge_in_ms": 20.0}
+    assert log.tools_json(origin=0.1) == [{"name": "notify_host", "input": {"message": "wifi"}, "at_ms": 4600.0}]
