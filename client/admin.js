@@ -21,7 +21,6 @@ let token = sessionStorage.getItem(TOKEN_KEY);
 let timers = [];
 let liveIds = new Set();
 let openCall = null;
-let audioUrl = null;
 
 class ApiError extends Error {
   constructor(status, code, message) { super(message); this.status = status; this.code = code; }
@@ -188,13 +187,9 @@ async function openDetail(sessionId) {
   $("detail-sub").textContent = [doc.guest?.name, (doc.language || "").toUpperCase(), doc.close_reason].filter(Boolean).join(" · ");
   const player = $("player");
   player.pause();
-  if (audioUrl) URL.revokeObjectURL(audioUrl);
-  audioUrl = null;
   $("detail-note").hidden = true;
-  if (doc.recording) {
-    const blob = await (await api(`/api/calls/${encodeURIComponent(sessionId)}/audio`)).blob();
-    audioUrl = URL.createObjectURL(blob);
-    player.src = audioUrl;
+  if (doc.recording && doc.audio_url) {
+    player.src = doc.audio_url; // a signed URL for this one file: the element streams and seeks with ranges
     player.hidden = false;
   } else {
     player.removeAttribute("src");

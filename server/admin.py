@@ -8,7 +8,11 @@ the admin API is off and always answers 401).
   language, duration, last turn's latency) and the recorded ones, newest first
   (``?live=1``: the live ones only; ``?limit=N``, at most 200);
 - ``GET /api/calls/{id}``: the call's JSON (recorded, or the live transcript so far);
-- ``GET /api/calls/{id}/audio``: its Ogg/Opus, with HTTP range requests;
+- ``GET /api/calls/{id}/audio``: its Ogg/Opus, with HTTP range requests. Besides the
+  bearer token it takes ``?exp=<unix s>&sig=<hex>``, the ``audio_url`` that
+  ``GET /api/calls/{id}`` hands out: an HMAC of the session id and expiry under the admin
+  token, good for that one file for an hour, so that an ``<audio>`` element (which cannot
+  send headers) streams and seeks with ranges;
 - ``GET /api/inbox``: the ``notify_host`` messages, newest first, each with a stable
   ``id`` and ``handled``; ``POST /api/inbox/{id}/handled`` marks one (kept beside the
   inbox in ``<inbox>.handled.json``).
@@ -40,6 +44,7 @@ from .sessions import Sessions
 log = logging.getLogger("sandra.admin")
 
 SWEEP_EVERY_S = 3600.0
+AUDIO_URL_S = 3600
 MAX_LIST = 200
 SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 INBOX_ID = re.compile(r"^[0-9a-f]{16}$")
@@ -62,16 +67,36 @@ class Admin:
 
     # --- auth ------------------------------------------------------------------------
 
-    def guarded(self, handler: Handler) -> Handler:
+    def _is_admin(self, request: web.Request) -> bool:
         token = self.config.secrets.admin_token
+        given = request.headers.get("Authorization", "")
+        return bool(token) and hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
 
+    def guarded(self, handler: Handler) -> Handler:
         async def check(request: web.Request) -> web.StreamResponse:
-            given = request.headers.get("Authorization", "")
-            if not token or not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            if not self._is_admin(request):
                 return _error(401, "admin_required", "this needs the admin token: Authorization: Bearer <SANDRA_ADMIN_TOKEN>")
             return await handler(request)
 
         return check
+
+    def _signature(self, session_id: str, expires: int) -> str:
+        key = (self.config.secrets.admin_token or "").encode()
+        return hmac.new(key, f"audio:{session_id}:{expires}".encode(), hashlib.sha256).hexdigest()[:32]
+
+    def audio_url(self, session_id: str, now: float) -> str:
+        expires = int(now) + AUDIO_URL_S
+        return f"/api/calls/{session_id}/audio?exp={expires}&sig={self._signature(session_id, expires)}"
+
+    def _signed(self, request: web.Request, session_id: str, now: float) -> bool:
+        if not self.config.secrets.admin_token:
+            return False
+        try:
+            expires = int(request.query.get("exp", ""))
+        except ValueError:
+            return False
+        sig = request.query.get("sig", "")
+        return expires >= now and hmac.compare_digest(sig.encode(), self._signature(session_id, expires).encode())
 
     # --- calls -----------------------------------------------------------------------
 
@@ -151,10 +176,15 @@ class Admin:
         if path is None:
             return _error(404, "no_such_call", "no call with that session id")
         doc = json.loads(await asyncio.to_thread(path.read_text))
-        return web.json_response({**doc, "live": False, "recording": path.with_suffix(".ogg").is_file()})
+        recorded = path.with_suffix(".ogg").is_file()
+        return web.json_response({**doc, "live": False, "recording": recorded,
+                                  "audio_url": self.audio_url(session_id, time.time()) if recorded else None})
 
     async def get_audio(self, request: web.Request) -> web.StreamResponse:
-        path = self._find(request.match_info["session_id"], ".ogg")
+        session_id = request.match_info["session_id"]
+        if not self._is_admin(request) and not self._signed(request, session_id, time.time()):
+            return _error(401, "admin_required", "this needs the admin token, or the call's audio_url")
+        path = self._find(session_id, ".ogg")
         if path is None:
             return _error(404, "no_recording", "no recording for that session id")
         return web.FileResponse(path, headers={"Content-Type": "audio/ogg", "Cache-Control": "no-cache"})
@@ -240,7 +270,7 @@ def setup(app: web.Application, config: Config, sessions: Sessions) -> Admin:
     g = admin.guarded
     app.router.add_get("/api/calls", g(admin.list_calls))
     app.router.add_get("/api/calls/{session_id}", g(admin.get_call))
-    app.router.add_get("/api/calls/{session_id}/audio", g(admin.get_audio))
+    app.router.add_get("/api/calls/{session_id}/audio", admin.get_audio)  # checks its own auth
     app.router.add_get("/api/inbox", g(admin.get_inbox))
     app.router.add_post("/api/inbox/{message_id}/handled", g(admin.mark_handled))
     page = config.path(config.server.client_dir) / "admin.html"

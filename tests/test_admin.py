@@ -69,6 +69,8 @@ async def test_calls_audio_ranges_and_inbox(server_factory, peer_factory, tmp_pa
         async with http.get(srv.url + f"/api/calls/{peer.session_id}", headers=AUTH) as r:
             doc = await r.json()
         assert doc["close_reason"] == "caller hung up" and doc["live"] is False
+        signed = doc["audio_url"]
+        assert signed.startswith(f"/api/calls/{peer.session_id}/audio?exp=") and TOKEN not in signed
 
         async with http.get(srv.url + f"/api/calls/{peer.session_id}/audio", headers=AUTH) as r:
             whole = await r.read()
@@ -76,6 +78,11 @@ async def test_calls_audio_ranges_and_inbox(server_factory, peer_factory, tmp_pa
         async with http.get(srv.url + f"/api/calls/{peer.session_id}/audio", headers={**AUTH, "Range": "bytes=100-199"}) as r:
             assert r.status == 206 and await r.read() == whole[100:200]
             assert r.headers["Content-Range"] == f"bytes 100-199/{len(whole)}"
+        async with http.get(srv.url + signed, headers={"Range": "bytes=0-99"}) as r:  # no token: the <audio> element
+            assert r.status == 206 and await r.read() == whole[:100]
+        for tampered in (signed.replace("sig=", "sig=0"), signed.replace("exp=", "exp=1"), signed.split("?")[0]):
+            async with http.get(srv.url + tampered) as r:
+                assert r.status == 401 and (await r.json())["error"]["code"] == "admin_required"
         for bad in ("nope", "..%2F..%2Fetc", "a.b"):
             async with http.get(srv.url + f"/api/calls/{bad}/audio", headers=AUTH) as r:
                 assert r.status == 404 and (await r.json())["error"]["code"] == "no_recording"

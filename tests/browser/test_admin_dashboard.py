@@ -65,6 +65,8 @@ def test_the_dashboard_asks_for_the_token(quiet_browser: Any, host_server: Sandr
 
 def test_a_call_live_then_recorded_played_and_charted(quiet_browser: Any, host_server: SandraServer) -> None:
     admin, errors = _dashboard(quiet_browser, host_server.url, viewport={"width": 1366, "height": 900})
+    audio_requests: list[dict[str, str]] = []
+    admin.on("request", lambda r: audio_requests.append(r.headers) if "/audio" in r.url else None)
     _sign_in(admin, TOKEN)
     admin.wait_for_selector("#dashboard:not([hidden])")
     assert admin.locator("#inbox .msg").count() == 2
@@ -103,6 +105,8 @@ def test_a_call_live_then_recorded_played_and_charted(quiet_browser: Any, host_s
         f"() => {{ const p = document.querySelector('#player'); return !p.paused && p.currentTime > {start_s - 0.3}; }}",
         timeout=10_000)
     admin.wait_for_selector("#lines .line.playing")
+    assert any("range" in h for h in audio_requests), audio_requests  # the element streams with ranges
+    assert not any(TOKEN in str(h) for h in audio_requests)  # the signed URL, not the admin token
 
     # The latency chart: p50/p95 bars for the stages this (typed) call had: typed-to-voice, LLM, TTS.
     admin.wait_for_selector("#chart rect.p50[data-stage=text_to_voice_ms]")
