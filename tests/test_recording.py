@@ -41,7 +41,8 @@ def only(folder: Path, suffix: str) -> Path:
 
 
 async def test_recorded_call_voice_typed_and_barge_in(server_factory, peer_factory, tmp_path):
-    async with server_factory(recording={"enabled": True, "dir": str(tmp_path)}) as srv:
+    reply = {"reply": "Check-in is from three in the afternoon. Anything else?"}  # about 3 s
+    async with server_factory(recording={"enabled": True, "dir": str(tmp_path)}, scripted=reply) as srv:
         peer = await peer_factory(srv)
         connected_at = time.monotonic()
         peer.send({"type": "call:start", "language": "en"})
@@ -122,13 +123,17 @@ async def test_shutdown_with_a_call_in_progress_leaves_complete_files(server_fac
     assert level(audio[1], doc["turns"][0]["start_ms"], doc["turns"][0]["end_ms"]) > 0.02
 
 
-async def test_recording_off_writes_nothing(server, peer_factory, tmp_path):
-    peer = await peer_factory(server)
-    peer.send({"type": "call:start", "language": "en"})
-    greeting = await peer.wait_for("response:done")
-    assert "recorded" not in greeting["text"]
-    call = server.sessions.calls[peer.session_id]
-    assert call.recorder.recording is False and call.recorder.log.records[0].who == "sandra"
+async def test_recording_off_writes_nothing(server_factory, peer_factory, tmp_path):
+    async with server_factory(recording={"enabled": False, "dir": str(tmp_path)}) as srv:
+        peer = await peer_factory(srv)
+        peer.send({"type": "call:start", "language": "en"})
+        greeting = await peer.wait_for("response:delta")
+        assert "recorded" not in greeting["text"]
+        call = srv.sessions.calls[peer.session_id]
+        assert call.recorder.recording is False and call.outbound.tap is None
+        await peer.wait_until(lambda: peer.loud_frames() > 10, what="the greeting")
+    assert list(tmp_path.iterdir()) == []
+    assert call.recorder.log.records[0].who == "sandra"  # the live view's transcript, in memory only
 
 
 def test_announce_both_languages():
