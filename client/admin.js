@@ -17,6 +17,13 @@ const STAGES = [
 ];
 
 const $ = (id) => document.getElementById(id);
+const rendered = new Map(); // list id -> what it shows: an unchanged list is not rebuilt (hover, focus, clicks survive)
+function changed(id, data) {
+  const key = JSON.stringify(data);
+  if (rendered.get(id) === key) return false;
+  rendered.set(id, key);
+  return true;
+}
 let token = sessionStorage.getItem(TOKEN_KEY);
 let timers = [];
 let liveIds = new Set();
@@ -82,6 +89,7 @@ function show(view) {
 
 function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
+  rendered.clear();
   token = null;
   for (const t of timers) clearInterval(t);
   timers = [];
@@ -158,6 +166,7 @@ function renderLive(live) {
 // --- recent calls ----------------------------------------------------------------------------
 
 function renderCalls(calls, recordingOn) {
+  if (!changed("calls", [calls, recordingOn, openCall])) return;
   $("recording-note").textContent = recordingOn ? "recording on" : "recording off ([recording] enabled)";
   const list = $("calls");
   if (!calls.length) {
@@ -236,6 +245,7 @@ function percentile(values, p) {
 }
 
 function renderChart(calls) {
+  if (!changed("chart", calls.map((c) => c.metrics))) return;
   const chart = $("chart");
   const turns = calls.flatMap((c) => c.metrics || []);
   const rows = STAGES.map(([key, label]) => {
@@ -274,6 +284,7 @@ function renderChart(calls) {
 // --- host inbox ------------------------------------------------------------------------------
 
 function renderInbox({ messages, unhandled }) {
+  if (!changed("inbox", messages)) return;
   $("inbox-count").hidden = !unhandled;
   $("inbox-count").textContent = String(unhandled);
   const list = $("inbox");

@@ -76,7 +76,8 @@ def test_a_call_live_then_recorded_played_and_charted(quiet_browser: Any, host_s
     greeting = wait_event(call, "response:done", timeout=30_000)
     assert "this call is recorded" in greeting["text"]
     session = call.evaluate("window.sandra.sessionId")
-    live = admin.wait_for_selector(f"#live .live-call[data-session='{session}']", timeout=10_000)
+    live = admin.locator(f"#live .live-call[data-session='{session}']")
+    live.wait_for(timeout=10_000)
     assert "EN" in live.inner_text().upper()
     call.fill("#text", "Where can I park?")
     call.click("#send")
@@ -89,7 +90,8 @@ def test_a_call_live_then_recorded_played_and_charted(quiet_browser: Any, host_s
     call.context.close()
     assert call_errors == []
 
-    item = admin.wait_for_selector(f"#calls .call-item[data-session='{session}']", timeout=15_000)
+    item = admin.locator(f"#calls .call-item[data-session='{session}']")
+    item.wait_for(timeout=15_000)
     admin.wait_for_selector(f"#live .live-call[data-session='{session}']", state="detached", timeout=5_000)
     assert "audio" in item.inner_text()
     item.click()
