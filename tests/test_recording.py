@@ -238,3 +238,15 @@ def test_call_log_builds_the_transcript_from_the_server_events():
     ]
     assert turns[2]["metrics"] == {"eos_ms": 500.0, "voice_to_voice_ms": 1000.0, "barge_in_ms": 20.0}
     assert log.tools_json(origin=0.1) == [{"name": "notify_host", "input": {"message": "wifi"}, "at_ms": 4600.0}]
+
+
+def test_the_recording_benchmark_runs(tmp_path):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SANDRA_BENCH_RESULTS": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "bench.recording", "--minutes", "0.1", "--calls", "1", "--server-calls", "0"],
+                          cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "recording.json").read_text())
+    assert result["benchmark"] == "recording" and result["kbytes_per_call_minute"] > 50 and result["frames_dropped"] == 0

@@ -50,7 +50,8 @@ class OutboundAudio(MediaStreamTrack):
         self._lead_bytes = max(self._frame_bytes, sample_rate * lead_ms // 1000 * 2)
         self._clock = clock
         self._on_frame = on_frame  # (at, rms, is_reply) for every frame sent
-        self.tap: Callable[[bytes | None, float], None] | None = None  # HOOK(host): (pcm or None if silent, at), the recorder
+        # HOOK(host): the recorder: tap(pcm, at) for every frame sent, pcm None when silent
+        self.tap: Callable[[bytes | None, float], None] | None = None
         self._buffer = bytearray()
         self._room = asyncio.Event()
         self._room.set()
