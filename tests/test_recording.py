@@ -53,6 +53,11 @@ async def test_recorded_call_voice_typed_and_barge_in(server_factory, peer_facto
         peer.mic.play(speech("What time is check-in?") + silence(100))
         voice_done = await peer.wait_for("response:done", after=mark, timeout=20)
         assert voice_done["interrupted"] is False
+        # While the call runs, the file on disk already plays up to within 2 s of now.
+        [growing] = list(tmp_path.glob(f"*/{peer.session_id}.ogg"))
+        elapsed = time.monotonic() - connected_at
+        playable = decode(growing).shape[1] / RATE
+        assert elapsed - 2.0 < playable <= elapsed, (playable, elapsed)
 
         mark = len(peer.events)  # a typed turn, interrupted by the guest's voice
         peer.send({"type": "message", "text": "Is there parking?"})
