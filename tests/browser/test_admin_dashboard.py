@@ -24,7 +24,7 @@ def host_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandraServ
                     "language": "en"}) + "\n"
         + json.dumps({"time": "2026-12-01T10:40:00+00:00", "urgency": "normal",
                       "message": "Question from the guest: can we check out at 2 pm?", "language": "en"}) + "\n")
-    env = {**SCRIPTED, "SANDRA_RECORDING_ENABLED": "true", "SANDRA_RECORDING_DIR": str(tmp / "recordings"),
+    env = {**SCRIPTED, "SANDRA_SCRIPTED_REPLY": "Check-in is from three in the afternoon.", "SANDRA_RECORDING_ENABLED": "true", "SANDRA_RECORDING_DIR": str(tmp / "recordings"),
            "SANDRA_ADMIN_TOKEN": TOKEN, "SANDRA_LLM_HOST_INBOX": str(inbox)}
     with sandra_server(env, "host") as server:
         yield server
@@ -99,7 +99,7 @@ def test_a_call_live_then_recorded_played_and_charted(quiet_browser: Any, host_s
     lines = admin.locator("#lines .line")
     texts = lines.all_inner_texts()
     assert any("Where can I park?" in t for t in texts) and any("three in the afternoon" in t for t in texts)
-    admin.wait_for_function("() => document.querySelector('#player').readyState >= 1 && document.querySelector('#player').duration > 3")
+    admin.wait_for_function("() => document.querySelector('#player').readyState >= 1 && document.querySelector('#player').duration > 5")
     reply_line = admin.locator("#lines .line.sandra").nth(1)
     start_s = float(reply_line.get_attribute("data-start")) / 1000
     reply_line.click()
