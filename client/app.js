@@ -334,6 +334,7 @@ const sandra = await SandraRealtime.initialize({ audioElement: ui.audio, languag
 const avatar = createAvatar($("#avatar"));
 avatar.bind(sandra);
 window.sandra = sandra;
+window.SandraRealtime = SandraRealtime; // the guide's DevTools API: its static methods act on this page's call
 window.sandraAvatar = avatar;
 
 sandra.on("state", (msg) => {
@@ -351,6 +352,7 @@ sandra.on("tool", (msg) => {
   if (msg.name === "notify_host") systemNote(t("notified"));
 });
 sandra.on("call:started", (msg) => {
+  if (phase === "idle" || phase === "ended") { phase = "in-call"; renderState(); } // started from the console
   if (msg.language && msg.language !== language) {
     language = msg.language;
     applyLanguage();

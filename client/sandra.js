@@ -38,8 +38,11 @@ const MIC_CONSTRAINTS = { echoCancellation: true, noiseSuppression: true, autoGa
 export class SandraRealtime extends Emitter {
   static instance = null;
 
-  /** Make (and remember) a ready SandraRealtime. Nothing is asked of the user yet. */
+  /** Make (and remember) a ready SandraRealtime. Nothing is asked of the user yet.
+   * With no options and one already made (the page's), returns that one: the guide's
+   * DevTools sequence shares the page's call instead of opening a second. */
   static async initialize(options = {}) {
+    if (SandraRealtime.instance && Object.keys(options).length === 0) return SandraRealtime.instance;
     const sandra = new SandraRealtime(options);
     await sandra.#init();
     SandraRealtime.instance = sandra;
@@ -73,6 +76,7 @@ export class SandraRealtime extends Emitter {
   #socket = null;
   #mic = null;
   #connecting = null;
+  #starting = null;
   #hangingUp = false;
   #reconnecting = false;
   #statsTimer = null;
@@ -127,9 +131,16 @@ export class SandraRealtime extends Emitter {
   }
 
   /** Start a call: Sandra greets in `language` ("en" | "es"). Resolves with call:started. */
-  async startCall({ language } = {}) {
+  startCall({ language } = {}) {
     this.unlockAudio();
     if (language) this.language = language;
+    this.#starting ??= this.#startCall().finally(() => {
+      this.#starting = null;
+    });
+    return this.#starting;
+  }
+
+  async #startCall() {
     await this.connect();
     const started = await this.#socket.request("call:start", { language: this.language }, { timeout: this.options.requestTimeoutMs });
     this.callActive = true;
@@ -137,12 +148,15 @@ export class SandraRealtime extends Emitter {
     return started;
   }
 
-  /** A typed turn. */
-  /** Type a message to Sandra. Resolves with message:ack: its `turn_id` is the turn that answers it. */
+  /** Type a message to Sandra. Resolves with message:ack: its `turn_id` is the turn that
+   * answers it. Sent right after an unawaited startCall() (the guide's console sequence),
+   * it waits for the call to start first. */
   sendMessage(text) {
     const clean = String(text ?? "").trim();
     if (!clean) throw new SandraError("empty", "Type a message first.");
-    return this.#requireSocket().request("message", { text: clean }, { timeout: this.options.requestTimeoutMs });
+    const send = () =>
+      this.#requireSocket().request("message", { text: clean }, { timeout: this.options.requestTimeoutMs });
+    return this.#starting ? this.#starting.then(send) : send();
   }
 
   /** Stop Sandra talking now. Resolves with barge-in:ack. */

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import __version__, providers
+from . import __version__, admin, providers
 from .config import Config
 from .errors import CapacityError, OfferError
 from .media.ice import restrict_host_addresses
@@ -183,6 +183,7 @@ def create_app(config: Config, provider_set: providers.Providers | None = None) 
     app.router.add_get("/api/metrics", metrics_json)
     app.router.add_get("/metrics", metrics_prometheus)
     app.router.add_get("/metric-names.js", metric_names)
+    admin.setup(app, config, app[SESSIONS])  # the host's API, /admin and recording retention
     app.router.add_get("/", _page(client / "index.html"))
     app.router.add_get("/debug", _page(client / "debug.html"))
     app.router.add_get("/{name:.+}", _client_files(client))

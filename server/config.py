@@ -7,7 +7,7 @@ Environment overrides:
 
 - ``SANDRA_HOST``, ``SANDRA_PORT``; ``MAX_SESSIONS``, ``SESSION_TTL`` (seconds);
 - ``SANDRA_<SECTION>_<KEY>`` for any scalar key, e.g. ``SANDRA_VAD_END_SILENCE_MS=400``;
-- secrets: ``SANDRA_AUTH_TOKEN``, ``ANTHROPIC_API_KEY``, ``CARTESIA_API_KEY``, ``CARTESIA_VOICE_ID``,
+- secrets: ``SANDRA_AUTH_TOKEN``, ``SANDRA_ADMIN_TOKEN``, ``ANTHROPIC_API_KEY``, ``CARTESIA_API_KEY``, ``CARTESIA_VOICE_ID``,
   ``STT_API_KEY`` (or ``OPENAI_API_KEY``);
 - vendor endpoints: ``ANTHROPIC_BASE_URL``, ``CARTESIA_BASE_URL``, ``STT_BASE_URL``.
 
@@ -161,6 +161,14 @@ class KnowledgeConfig:
     file: str = "knowledge.toml"
 
 
+@dataclass(frozen=True)
+class RecordingConfig:
+    # Opt-in: stereo Ogg/Opus + JSON transcript per call under dir/<YYYY-MM-DD>/.
+    enabled: bool = False
+    dir: str = "recordings"
+    keep_days: float = 30.0
+
+
 @dataclass(frozen=True, repr=False)
 class Secrets:
     """API keys and vendor endpoints. ``repr`` never shows a value."""
@@ -175,6 +183,8 @@ class Secrets:
     # When set, POST /api/offer needs "Authorization: Bearer <token>" and the
     # datachannel "auth" message must carry it.
     auth_token: str | None = None
+    # The host's admin API and dashboard need "Authorization: Bearer <admin_token>".
+    admin_token: str | None = None
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{f.name}={'set' if getattr(self, f.name) else None}" for f in fields(self))
@@ -193,6 +203,7 @@ class Config:
     tts: TTSConfig = field(default_factory=TTSConfig)
     scripted: ScriptedConfig = field(default_factory=ScriptedConfig)
     knowledge: KnowledgeConfig = field(default_factory=KnowledgeConfig)
+    recording: RecordingConfig = field(default_factory=RecordingConfig)
     secrets: Secrets = field(default_factory=Secrets)
     root: Path = ROOT
 
@@ -230,6 +241,12 @@ def _coerce(section: str, key: str, value: Any, kind: Any) -> Any:
             if isinstance(value, bool):
                 raise TypeError
             return int(value)
+        if kind == "bool":
+            if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                return value.strip().lower() in ("1", "true", "yes", "on")
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
         if kind == "float":
             return float(value)
         if kind == "str":
@@ -317,6 +334,7 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None, *
         stt_api_key=env.get("STT_API_KEY") or env.get("OPENAI_API_KEY") or None,
         stt_base_url=env.get("STT_BASE_URL") or None,
         auth_token=env.get("SANDRA_AUTH_TOKEN") or None,
+        admin_token=env.get("SANDRA_ADMIN_TOKEN") or None,
     )
     config = Config(**sections, secrets=secrets, root=root)
     _validate(config)
@@ -352,5 +370,7 @@ def _validate(config: Config) -> None:
         raise ConfigError("[server] connect_timeout_s must be positive")
     if config.server.max_sessions < 1:
         raise ConfigError("[server] max_sessions must be at least 1")
+    if config.recording.keep_days <= 0:
+        raise ConfigError("[recording] keep_days must be more than 0")
     if config.audio.outbound_lead_ms < 20:
         raise ConfigError("[audio] outbound_lead_ms must be at least 20")

@@ -15,6 +15,7 @@ with a reason. Each is counted in ``sandra_failures``.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -24,7 +25,7 @@ from typing import Any, Protocol
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 
-from .. import events, protocol
+from .. import events, protocol, recording
 from ..config import Config
 from ..errors import ProtocolError
 from ..media import inbound, jitter
@@ -149,6 +150,10 @@ class Call:
         self._faults_fired: set[int] = set()  # [scripted] fault = "handler"
         self._closing: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
+        # The call's record: the transcript always (the admin view), files when [recording] enabled.
+        self.recorder = recording.for_call(config, session_id, clock=clock)
+        if self.recorder.recording:
+            self.outbound.tap = self.recorder.sandra_frame
 
     # --- what the rest of the server reads --------------------------------------------
 
@@ -286,6 +291,7 @@ class Call:
             await inbound.consume(
                 track, lambda pcm, voiced, rms, at: self.post(_InFrame(pcm, voiced, rms, at)),
                 aggressiveness=vad.aggressiveness, energy_margin_db=vad.energy_margin_db, clock=self._clock,
+                tap=self.recorder.caller_frame if self.recorder.recording else None,
             )
         except Exception:  # a deaf call is worse than an ended one
             log.exception("call %s: the inbound audio failed", self.session_id)
@@ -324,9 +330,11 @@ class Call:
                 self.metrics.barge_ins.labels(event.source).inc()
             case events.Resume():
                 self.metrics.resumes.inc()
+        wire = event.to_dict()
+        self.recorder.event(wire, self._clock())
         channel = self.channel
         if channel is not None and channel.readyState == "open":
-            channel.send(event.to_json())
+            channel.send(json.dumps(wire, separators=(",", ":"), ensure_ascii=False))
 
     def _on_message(self, data: str | bytes, at: float) -> None:
         try:
@@ -355,6 +363,7 @@ class Call:
                         self._faults_fired.add(turn)
                         raise RuntimeError(f"injected handler defect on turn {turn}")
                 self.core.typed(message.text, at, message.id)
+                self.recorder.turn(recording.TurnRecord(self.core.turn_id, "guest", "text", message.text, at, at))
             case protocol.BargeIn():
                 self.core.client_barge_in(at, message.id)
             case protocol.CallEnd():
@@ -390,5 +399,9 @@ class Call:
             self.perform([a for a in self.core.take() if isinstance(a, actions.Send)])
             await self.pc.close()
         finally:
+            try:
+                await self.recorder.close(reason)
+            except Exception:  # the call is over either way
+                log.exception("call %s: closing the recording failed", self.session_id)
             self._closed.set()
             self._on_closed(self)

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .. import recording
 from ..errors import ProviderError
 from ..events import ResponseDelta, ToolUsed
 from ..media.outbound import OutboundAudio
@@ -253,7 +254,10 @@ class Jobs:
             return
         llm = self._providers.llm
         if action.script == "greeting":
-            pieces = _once(llm.greeting(action.language))
+            greeting = llm.greeting(action.language)
+            if self._call.recorder.recording:
+                greeting = recording.announce(greeting, action.language)  # "this call is recorded"
+            pieces = _once(greeting)
         else:
             request = LLMRequest(tuple(action.history), action.language, notify=self._tool_used)
             pieces = llm.reply(request)

@@ -82,8 +82,10 @@ async def consume(
     aggressiveness: int = 2,
     energy_margin_db: float = 10.0,
     clock: Callable[[], float] = time.monotonic,
+    tap: Callable[[av.AudioFrame, float], None] | None = None,
 ) -> None:
-    """Read ``track`` until it ends, feeding ``on_frame``. Returns when the track ends."""
+    """Read ``track`` until it ends, feeding ``on_frame`` (and ``tap`` each decoded frame
+    as received, e.g. the recorder). Returns when the track ends."""
     detector = VoiceDetector(aggressiveness, energy_margin_db)
     while True:
         try:
@@ -91,5 +93,7 @@ async def consume(
         except MediaStreamError:
             return
         at = clock()
+        if tap is not None:  # the recorder's caller channel
+            tap(frame, at)
         for pcm, voiced, rms in detector.frames(frame):
             on_frame(pcm, voiced, rms, at)

@@ -62,6 +62,8 @@ class OutboundAudio(MediaStreamTrack):
         self._lead_bytes = max(self._frame_bytes, sample_rate * lead_ms // 1000 * 2)
         self._clock = clock
         self._on_frame = on_frame  # (at, rms, is_reply) for every frame sent
+        # The recorder: tap(pcm, at) for every frame sent, pcm None when silent.
+        self.tap: Callable[[bytes | None, float], None] | None = None
         self._buffer = bytearray()
         self._room = asyncio.Event()
         self._room.set()
@@ -217,6 +219,8 @@ class OutboundAudio(MediaStreamTrack):
                 self._flushed = False
                 self.silent_after_flush_at = now
 
+        if self.tap is not None:  # the recorder: every frame sent, None when silent
+            self.tap(data if n else None, now)
         if n:
             samples = np.frombuffer(data, dtype=np.int16)
             frame = self._frame(samples)
