@@ -1,4 +1,8 @@
-"""``python -m server [--config PATH] [--host H] [--port P] [--workers N]``"""
+"""``python -m server [--config PATH] [--host H] [--port P] [--workers N]``
+
+``python -m server [--config PATH] guest-link --from DAY --to DAY [--name N] ...``: a guest
+link and its QR code (see :mod:`server.security.links`).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,31 @@ import multiprocessing
 import os
 import signal
 import sys
+import time
 
 from . import config as configuration
 from .app import serve
 from .errors import ConfigError
 
 
+def guest_link(config_path: str, argv: list[str]) -> int:
+    from .security import links
+
+    try:
+        config = configuration.load(config_path, dict(os.environ))
+    except ConfigError as exc:
+        print(f"sandra: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return links.main(config, argv, now=time.time())
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "guest-link" in argv:
+        at = argv.index("guest-link")
+        before = argparse.ArgumentParser(prog="python -m server")
+        before.add_argument("--config", default=os.environ.get("SANDRA_CONFIG", "config.toml"))
+        return guest_link(before.parse_args(argv[:at]).config, argv[at + 1:])
     parser = argparse.ArgumentParser(prog="python -m server", description="Sandra, the realtime voice concierge")
     parser.add_argument("--config", default=os.environ.get("SANDRA_CONFIG", "config.toml"), help="config.toml path")
     parser.add_argument("--host", help="listen address (default from [server] host)")
@@ -49,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         worker.start()
 
     def stop(signum: int, frame: object) -> None:
-        for worker in workers:
+        for worker in workers:  # each worker drains its own calls; the parent waits for them
             if worker.is_alive():
-                os.kill(worker.pid, signal.SIGINT)  # type: ignore[arg-type]
+                os.kill(worker.pid, signum)  # type: ignore[arg-type]
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

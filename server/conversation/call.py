@@ -32,6 +32,8 @@ from ..media.segmenter import SpeechAudio, SpeechEnd, SpeechSegmenter, SpeechSta
 from ..metrics import Metrics
 from ..providers import Providers
 from ..providers.base import ChatMessage, LLMRequest
+from ..security.calls import FLOOD_REASON, CallGuard  # HOOK(security): per-call auth, limits, greeting
+from ..security.guest import Guest  # HOOK(security)
 from .reply import Reply, speak
 from .state import Conversation, State
 
@@ -71,6 +73,7 @@ class Call:
         metrics: Metrics,
         on_closed: Callable[[Call], None] = lambda call: None,
         clock: Callable[[], float] = time.monotonic,
+        guest: Guest | None = None,  # HOOK(security): the guest link the offer came with
     ) -> None:
         self.session_id = session_id
         self.pc = pc
@@ -92,7 +95,8 @@ class Call:
             on_frame=self._on_outbound_frame,
         )
         self.history: list[ChatMessage] = []
-        self.language = "en"
+        self.guard = CallGuard(config, guest, clock())  # HOOK(security)
+        self.language = self.guard.language or "en"  # HOOK(security): the guest link's language
         self.channel: RTCDataChannel | None = None
         self.authenticated = False
         self.created_at = clock()
@@ -428,17 +432,24 @@ class Call:
 
     def _on_message(self, data: str | bytes) -> None:
         self.last_activity = self._clock()
+        match self.guard.on_message(self.last_activity):  # HOOK(security): datachannel rate limit
+            case "drop":
+                self.send(protocol.event("error", code="rate_limited", message="too many messages: slow down"))
+                return
+            case "close":
+                self.close(FLOOD_REASON)
+                return
         try:
             message = protocol.parse(data)
         except ProtocolError as exc:
             self.send(protocol.event("error", code=exc.code, message=str(exc), id=exc.message_id))
             return
-        token = self.config.secrets.auth_token
+        token = self.guard.required()  # HOOK(security): static token needs auth first; a guest link does not
         match message:
             case protocol.Ping():
                 self.send(protocol.event("pong", t=message.t, server_time=time.time() * 1000, id=message.id))
             case protocol.Auth():
-                if token and message.token != token:
+                if not self.guard.accepts(message.token, time.time()):  # HOOK(security): guest JWT or static token
                     self.send(protocol.event("error", code="unauthorized", message="invalid token", id=message.id))
                     return
                 self.authenticated = True
@@ -449,9 +460,13 @@ class Call:
                 self.language = message.language or self.language
                 self._start_listening()
                 self.send(protocol.event("call:started", language=self.language, id=message.id))
-                greeting = self.providers.llm.greeting(self.language)
+                greeting = self.guard.greeting(self.providers.llm.greeting(self.language), self.language)  # HOOK(security)
                 self._begin_turn("greeting", lambda: _once(greeting))
             case protocol.Message():
+                if not self.guard.allow_typed(self._clock()):  # HOOK(security): typed-message limit, not answered
+                    self.send(protocol.event("error", code="rate_limited", message="too many typed messages: wait a minute",
+                                             id=message.id))
+                    return
                 self._start_listening()
                 self._begin_turn("text", lambda: self.providers.llm.reply(
                     LLMRequest(tuple(self.history), self.language, notify=self._notify)), user_text=message.text)
