@@ -1,0 +1,76 @@
+"""``python -m server`` as a real process: the guest-link command, the startup error
+without a JWT secret, and the drain on SIGTERM with a call in progress."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import aiohttp
+import jwt
+
+from tests.browser.conftest import ROOT, SCRIPTED, sandra_server
+from tests.support.peer import ClientPeer
+
+SECRET = "a-test-secret-that-is-long-enough-0123"
+
+
+def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SANDRA_")}
+    return subprocess.run([sys.executable, "-m", "server", *args], cwd=ROOT, env={**clean, **env}, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_guest_link_command_prints_the_link_a_qr_code_and_writes_a_png(tmp_path):
+    today = dt.datetime.now(dt.UTC).date()
+    png = tmp_path / "flat-3b.png"
+    done = run(["guest-link", "--name", "Ana", "--from", str(today), "--to", str(today + dt.timedelta(days=4)),
+                "--lang", "es", "--max-calls", "2", "--base-url", "https://sandra.example/", "--png", str(png)],
+               {"SANDRA_JWT_SECRET": SECRET})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("https://sandra.example/?t=")
+    claims = jwt.decode(lines[0].split("?t=", 1)[1], SECRET, algorithms=["HS256"], audience="sandra")
+    assert (claims["name"], claims["lang"], claims["max_calls"]) == ("Ana", "es", 2)
+    assert claims["exp"] == int(dt.datetime.combine(today + dt.timedelta(days=5), dt.time(), dt.UTC).timestamp())
+    assert sum("█" in line for line in lines) > 20  # the QR code in the terminal
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 500
+
+    missing = run(["guest-link", "--from", str(today), "--to", str(today)], {})
+    assert missing.returncode == 2 and "SANDRA_JWT_SECRET" in missing.stderr
+    refused = run(["--port", "1"], {"SANDRA_AUTH_MODE": "token"})  # token mode without the secret: no start
+    assert refused.returncode == 2 and "SANDRA_JWT_SECRET" in refused.stderr
+    short = run(["--port", "1"], {"SANDRA_AUTH_MODE": "token", "SANDRA_JWT_SECRET": "too-short"})
+    assert short.returncode == 2 and "SANDRA_JWT_SECRET" in short.stderr and "too-short" not in short.stderr
+
+
+async def test_sigterm_drains_a_call_in_progress_then_exits_0():
+    env = {**SCRIPTED, "SANDRA_SERVER_DRAIN_TIMEOUT_S": "15"}
+    with sandra_server(env, "drain") as server:
+        peer = ClientPeer(server.url)
+        try:
+            await peer.connect()
+            peer.send({"type": "call:start", "language": "en"})
+            await peer.wait_for("state", lambda e: e["state"] == "speaking", timeout=20)
+            server.process.send_signal(signal.SIGTERM)
+            status, body, retry_after = 0, {}, None
+            deadline = time.monotonic() + 3
+            async with aiohttp.ClientSession() as http:
+                while status != 503 and time.monotonic() < deadline:  # until the signal is handled
+                    async with http.post(f"{server.url}/api/offer", data="{bad") as r:
+                        status, body, retry_after = r.status, await r.json(), r.headers.get("Retry-After")
+            assert (status, body["error"]["code"]) == (503, "draining") and int(retry_after or 0) >= 1
+            ended = await peer.wait_for("call:ended", timeout=20)
+            assert ended["reason"] == "server_restarting"
+            types = peer.types()
+            done = [e for e in peer.events if e["type"] == "response:done"]
+            assert done and done[0]["interrupted"] is False  # Sandra finished what she was saying
+            assert types.index("response:done") < types.index("call:ended")
+            assert server.process.wait(timeout=15) == 0
+        finally:
+            await peer.close()
+    assert "draining" in server.log_text()
