@@ -59,7 +59,7 @@ def test_expired_link_shows_a_friendly_message_in_the_guests_language(quiet_brow
     assert page.get_attribute("#error", "data-code") == "token_expired"
     assert message.startswith("This guest link expired on ") and "ask your host for a new one" in message
     page.click("#call")  # trying anyway: the same sentence, no call
-    page.wait_for_function("!window.sandra.callActive && document.querySelector('#state').dataset.state === 'idle'")
+    page.wait_for_function("() => !window.sandra.callActive && document.querySelector('#state').dataset.state === 'idle'")
     assert page.inner_text("#error") == message
     screenshot(page, "guest-link-expired")
     page.context.close()
@@ -74,3 +74,16 @@ def test_expired_link_shows_a_friendly_message_in_the_guests_language(quiet_brow
     assert "not valid" in page.inner_text("#error")
     page.context.close()
     assert errors == []
+
+
+def test_the_debug_page_runs_under_the_csp(quiet_browser: Any, token_server: SandraServer) -> None:
+    context = quiet_browser.new_context()
+    page = context.new_page()
+    violations = csp_violations(page)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    response = page.goto(f"{token_server.url}/debug")
+    assert response is not None and "script-src 'self'" in response.headers["content-security-policy"]
+    page.wait_for_selector("body[data-ready=true]")
+    context.close()
+    assert violations == [] and errors == []
