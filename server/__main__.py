@@ -67,19 +67,20 @@ def main(argv: list[str] | None = None) -> int:
 
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=serve, args=(config, True), daemon=True) for _ in range(args.workers)]
-    for worker in workers:
-        worker.start()
 
     def stop(signum: int, frame: object) -> None:
         for worker in workers:  # each worker drains its own calls; the parent waits for them
-            if worker.is_alive():
-                os.kill(worker.pid, signum)  # type: ignore[arg-type]
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, signum)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     for worker in workers:
+        worker.start()
+    for worker in workers:
         worker.join()
-    return max((w.exitcode or 0) for w in workers)
+    codes = [w.exitcode or 0 for w in workers]
+    return 0 if all(c == 0 for c in codes) else 1
 
 
 if __name__ == "__main__":

@@ -306,19 +306,21 @@ def create_app(
     return app
 
 
-async def run(config: Config, reuse_port: bool = False) -> None:
+async def run(config: Config, reuse_port: bool = False, early: list[int] | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then drain: new offers get 503 ``draining``, calls in
     progress get up to ``[server] drain_timeout_s`` to finish, then the process stops."""
-    app = create_app(config)
-    runner = web.AppRunner(app, handle_signals=False, access_log_class=RedactingAccessLogger)
-    await runner.setup()
-    site = web.TCPSite(runner, config.server.host, config.server.port, reuse_port=reuse_port)
-    await site.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if early:  # signalled while starting: start, then drain at once
+        stop.set()
+    app = create_app(config)
+    runner = web.AppRunner(app, handle_signals=False, access_log_class=RedactingAccessLogger)
     try:
+        await runner.setup()
+        site = web.TCPSite(runner, config.server.host, config.server.port, reuse_port=reuse_port)
+        await site.start()
         await stop.wait()
         log.info("draining: %d call(s) in progress, up to %.0f s", len(app[SESSIONS]), config.server.drain_timeout_s)
         await app[SESSIONS].drain(config.server.drain_timeout_s)
@@ -331,5 +333,11 @@ async def run(config: Config, reuse_port: bool = False) -> None:
 
 def serve(config: Config, reuse_port: bool = False) -> None:
     """Run Sandra until SIGTERM/SIGINT and a drain (one worker process when ``reuse_port``)."""
+    early: list[int] = []  # a signal before the loop runs (a worker still starting) is not lost
+    previous = {s: signal.signal(s, lambda signum, frame: early.append(signum)) for s in (signal.SIGTERM, signal.SIGINT)}
     logging.basicConfig(level=config.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run(config, reuse_port))
+    try:
+        asyncio.run(run(config, reuse_port, early))
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
