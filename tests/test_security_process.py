@@ -13,6 +13,8 @@ import time
 import aiohttp
 import jwt
 
+from server import config as configuration
+from server.security import links
 from tests.browser.conftest import ROOT, SCRIPTED, sandra_server
 from tests.support.peer import ClientPeer
 
@@ -40,12 +42,14 @@ def test_guest_link_command_prints_the_link_a_qr_code_and_writes_a_png(tmp_path)
     assert sum("█" in line for line in lines) > 20  # the QR code in the terminal
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 500
 
-    missing = run(["guest-link", "--from", str(today), "--to", str(today)], {})
-    assert missing.returncode == 2 and "SANDRA_JWT_SECRET" in missing.stderr
-    refused = run(["--port", "1"], {"SANDRA_AUTH_MODE": "token"})  # token mode without the secret: no start
-    assert refused.returncode == 2 and "SANDRA_JWT_SECRET" in refused.stderr
-    short = run(["--port", "1"], {"SANDRA_AUTH_MODE": "token", "SANDRA_JWT_SECRET": "too-short"})
-    assert short.returncode == 2 and "SANDRA_JWT_SECRET" in short.stderr and "too-short" not in short.stderr
+    refused = run(["--port", "1"], {"SANDRA_AUTH_MODE": "token", "SANDRA_JWT_SECRET": "too-short"})
+    assert refused.returncode == 2 and "SANDRA_JWT_SECRET" in refused.stderr and "too-short" not in refused.stderr
+
+
+def test_guest_link_without_a_secret_says_which_variable_to_set(capsys):
+    today = str(dt.datetime.now(dt.UTC).date())
+    assert links.main(configuration.load(None, {}), ["--from", today, "--to", today], now=time.time()) == 2
+    assert "SANDRA_JWT_SECRET" in capsys.readouterr().err
 
 
 async def test_sigterm_drains_a_call_in_progress_then_exits_0():

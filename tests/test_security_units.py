@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import time
 
 import jwt
 import pytest
@@ -171,3 +172,18 @@ def test_config_rules():
                                        "SANDRA_SERVER_CORS_ORIGINS": "https://a.example, https://b.example"})
     assert config.server.cors_origins == ("https://a.example", "https://b.example")
     assert SECRET not in repr(config) and "adm-value-xyz" not in repr(config.secrets)
+
+
+def test_the_servers_own_peer_gets_fresh_turn_credentials():
+    from server.sessions import rtc_configuration
+
+    config = configuration.load(None, {"SANDRA_TURN_SECRET": "turn-secret"},
+                                webrtc={"turn_urls": ["turn:127.0.0.1:3478?transport=udp"], "turn_ttl_s": 120,
+                                        "ice_servers": [{"urls": "stun:127.0.0.1:3478"}]})
+    stun, relay = rtc_configuration(config, "session-1").iceServers
+    assert stun.urls == ["stun:127.0.0.1:3478"] and relay.urls == ["turn:127.0.0.1:3478?transport=udp"]
+    expiry, ident = relay.username.split(":")
+    assert ident == "session-1" and 100 < int(expiry) - time.time() <= 120
+    mac = hmac.new(b"turn-secret", relay.username.encode(), hashlib.sha1).digest()
+    assert relay.credential == base64.b64encode(mac).decode()
+    assert rtc_configuration(configuration.load(None, {})).iceServers == []  # explicit empty list, no STUN
