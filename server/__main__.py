@@ -66,20 +66,35 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=serve, args=(config, True), daemon=True) for _ in range(args.workers)]
+    ready = [context.Event() for _ in range(args.workers)]
+    workers = [context.Process(target=serve, args=(config, True, r), daemon=True) for r in ready]
+    requested: list[int] = []
+
+    def forward(worker: multiprocessing.process.BaseProcess, signum: int) -> None:
+        if worker.pid is not None and worker.is_alive():
+            os.kill(worker.pid, signum)
 
     def stop(signum: int, frame: object) -> None:
-        for worker in workers:  # each worker drains its own calls; the parent waits for them
-            if worker.pid is not None and worker.is_alive():
-                os.kill(worker.pid, signum)
+        requested.append(signum)
+        for worker, started in zip(workers, ready):  # each worker drains its own calls
+            if started.is_set():
+                forward(worker, signum)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     for worker in workers:
         worker.start()
+    for worker, started in zip(workers, ready):
+        while not started.wait(0.2) and worker.is_alive():
+            pass  # a worker still importing: a signal now would kill it instead of draining it
+        if requested:
+            forward(worker, requested[-1])
     for worker in workers:
         worker.join()
     codes = [w.exitcode or 0 for w in workers]
+    for number, code in enumerate(codes):
+        if code != 0:
+            print(f"sandra: worker {number} exited with {code}", file=sys.stderr)
     return 0 if all(c == 0 for c in codes) else 1
 
 

@@ -15,6 +15,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 from pathlib import Path
 
 from aiohttp import web
@@ -331,13 +332,17 @@ async def run(config: Config, reuse_port: bool = False, early: list[int] | None 
     log.info("stopped")
 
 
-def serve(config: Config, reuse_port: bool = False) -> None:
-    """Run Sandra until SIGTERM/SIGINT and a drain (one worker process when ``reuse_port``)."""
+def serve(config: Config, reuse_port: bool = False, ready: Any = None) -> None:
+    """Run Sandra until SIGTERM/SIGINT and a drain (one worker process when ``reuse_port``;
+    ``ready``, a multiprocessing Event, is set once a signal would be handled)."""
     early: list[int] = []  # a signal before the loop runs (a worker still starting) is not lost
-    previous = {s: signal.signal(s, lambda signum, frame: early.append(signum)) for s in (signal.SIGTERM, signal.SIGINT)}
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda signum, frame: early.append(signum))
+    if ready is not None:
+        ready.set()
     logging.basicConfig(level=config.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(run(config, reuse_port, early))
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    finally:  # drained: a late signal must not kill the process on its way out
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_IGN)

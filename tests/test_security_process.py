@@ -78,3 +78,26 @@ async def test_sigterm_drains_a_call_in_progress_then_exits_0():
         finally:
             await peer.close()
     assert "draining" in server.log_text()
+
+
+def test_workers_parent_forwards_sigterm_and_exits_0(tmp_path):
+    from tests.browser.conftest import _free_port, _health
+
+    port = _free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SANDRA_")}
+    log = tmp_path / "workers.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "server", "--port", str(port), "--workers", "2"], cwd=ROOT,
+                                env={**clean, **SCRIPTED}, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while _health(f"http://127.0.0.1:{port}") is None and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)  # waiting for a subprocess to listen: nothing to await
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = log.read_text()
+    assert text.count("sandra.app: draining") == 2 and text.count("sandra.app: stopped") == 2, text[-2000:]
