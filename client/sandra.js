@@ -260,7 +260,7 @@ export class SandraRealtime extends Emitter {
     const fetched = this.options.fetchIceServers ? await fetchIceServers(this.options.baseUrl, this.options.token) : null;
     this.#peer = await PeerSession.open({
       baseUrl: this.options.baseUrl,
-      iceServers: fetched ?? this.options.iceServers,
+      iceServers: [...this.options.iceServers, ...(fetched ?? [])],
       iceTransportPolicy: this.options.iceTransportPolicy,
       token: this.options.token,
       micTrack: this.#mic?.getAudioTracks()[0] ?? null,
