@@ -14,7 +14,6 @@ import sys
 import time
 
 from . import config as configuration
-from .app import serve
 from .errors import ConfigError
 
 
@@ -56,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"sandra: configuration error: {exc}", file=sys.stderr)
         return 2
+    from .app import serve  # here: `guest-link` and a configuration error need none of the media stack
+
     print(f"Sandra listening on http://{config.server.host}:{config.server.port}", flush=True)
     if args.workers <= 1:
         try:

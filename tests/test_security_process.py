@@ -1,5 +1,5 @@
 """``python -m server`` as a real process: the guest-link command, the startup error
-without a JWT secret, and the drain on SIGTERM with a call in progress."""
+without a JWT secret, and the drain on SIGTERM with a call in progress (``--workers 2``)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import jwt
 
 from server import config as configuration
 from server.security import links
-from tests.browser.conftest import ROOT, SCRIPTED, sandra_server
+from tests.browser.conftest import ROOT, SCRIPTED, _free_port, _health
 from tests.support.peer import ClientPeer
 
 SECRET = "a-test-secret-that-is-long-enough-0123"
@@ -52,52 +52,46 @@ def test_guest_link_without_a_secret_says_which_variable_to_set(capsys):
     assert "SANDRA_JWT_SECRET" in capsys.readouterr().err
 
 
-async def test_sigterm_drains_a_call_in_progress_then_exits_0():
-    env = {**SCRIPTED, "SANDRA_SERVER_DRAIN_TIMEOUT_S": "15"}
-    with sandra_server(env, "drain") as server:
-        peer = ClientPeer(server.url)
+async def test_sigterm_drains_a_call_in_progress_then_exits_0(tmp_path):
+    """``--workers 2``: the parent forwards SIGTERM to both workers and waits; the worker with
+    the call refuses new offers (503 draining), lets Sandra finish, ends the call with
+    ``server_restarting``; everything exits 0."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SANDRA_")}
+    env = {**clean, **SCRIPTED, "SANDRA_WEBRTC_HOST_ADDRESSES": "127.0.0.1", "SANDRA_SERVER_DRAIN_TIMEOUT_S": "15"}
+    log = tmp_path / "workers.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "server", "--port", str(port), "--workers", "2"], cwd=ROOT,
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+        peer = ClientPeer(url)
         try:
+            deadline = time.monotonic() + 60
+            while _health(url) is None:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)  # waiting for a subprocess to listen: nothing to await
             await peer.connect()
             peer.send({"type": "call:start", "language": "en"})
             await peer.wait_for("state", lambda e: e["state"] == "speaking", timeout=20)
-            server.process.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)
             status, body, retry_after = 0, {}, None
-            deadline = time.monotonic() + 3
+            deadline = time.monotonic() + 5
             async with aiohttp.ClientSession() as http:
                 while status != 503 and time.monotonic() < deadline:  # until the signal is handled
-                    async with http.post(f"{server.url}/api/offer", data="{bad") as r:
+                    async with http.post(f"{url}/api/offer", data="{bad") as r:
                         status, body, retry_after = r.status, await r.json(), r.headers.get("Retry-After")
             assert (status, body["error"]["code"]) == (503, "draining") and int(retry_after or 0) >= 1
             ended = await peer.wait_for("call:ended", timeout=20)
             assert ended["reason"] == "server_restarting"
-            types = peer.types()
             done = [e for e in peer.events if e["type"] == "response:done"]
             assert done and done[0]["interrupted"] is False  # Sandra finished what she was saying
-            assert types.index("response:done") < types.index("call:ended")
-            assert server.process.wait(timeout=15) == 0
-        finally:
-            await peer.close()
-    assert "draining" in server.log_text()
-
-
-def test_workers_parent_forwards_sigterm_and_exits_0(tmp_path):
-    from tests.browser.conftest import _free_port, _health
-
-    port = _free_port()
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SANDRA_")}
-    log = tmp_path / "workers.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "server", "--port", str(port), "--workers", "2"], cwd=ROOT,
-                                env={**clean, **SCRIPTED}, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 60
-            while _health(f"http://127.0.0.1:{port}") is None and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.1)  # waiting for a subprocess to listen: nothing to await
-            proc.send_signal(signal.SIGTERM)
+            assert peer.types().index("response:done") < peer.types().index("call:ended")
             assert proc.wait(timeout=30) == 0
         finally:
+            await peer.close()
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
     text = log.read_text()
     assert text.count("sandra.app: draining") == 2 and text.count("sandra.app: stopped") == 2, text[-2000:]
+    assert "draining: 1 call(s) in progress" in text
