@@ -19,7 +19,7 @@ from server.security.limits import MemoryLimitStore, MessageLimits
 from server.security.turn import credentials
 from tests.conftest import make_config, run_server
 
-from .common import ROOT
+from .common import RESULTS
 
 SECRET = "a-bench-secret-that-is-long-enough-0123"
 
@@ -65,7 +65,8 @@ def main() -> None:
     args = parser.parse_args()
     results = asyncio.run(main_async(args.n, args.flood))
     print(json.dumps(results, indent=2))
-    out = ROOT / "bench" / "results" / "security.json"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / "security.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
 
 

@@ -27,6 +27,7 @@ from .media.ice import restrict_host_addresses
 from .metrics import LoopMonitor, Metrics, now_ms, process_stats
 from .security import guest as guests
 from .security import links, turn
+from .security.guest import same
 from .security.limits import LimitStore, MemoryLimitStore
 from .security.web import ClientAddress, RedactingAccessLogger, client_ip, cors_middleware, headers_middleware
 from .sessions import Sessions, TooManyCalls
@@ -62,7 +63,7 @@ def _guest(request: web.Request) -> guests.Guest | None:
     Raises TokenError."""
     config = request.app[CONFIG]
     secrets, bearer = config.secrets, _bearer(request)
-    if secrets.auth_token and bearer == secrets.auth_token:
+    if secrets.auth_token and same(bearer, secrets.auth_token):
         return None
     if config.auth.mode == "token":
         return guests.verify(bearer, secrets.jwt_secret or "", time.time())
@@ -83,7 +84,7 @@ def _admin(request: web.Request, *, required: bool) -> web.Response | None:
         return None
     if admin is None:
         return error(401, "admin_required", "set SANDRA_ADMIN_TOKEN on the server to use this endpoint")
-    if _bearer(request) != admin:
+    if not same(_bearer(request), admin):
         return error(401, "admin_required", "this endpoint needs the admin token as a bearer token")
     return None
 

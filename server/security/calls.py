@@ -64,7 +64,7 @@ class CallGuard:
 
     def accepts(self, token: str | None, wall_now: float) -> bool:
         secrets = self.config.secrets
-        if secrets.auth_token and token == secrets.auth_token:
+        if secrets.auth_token and guests.same(token, secrets.auth_token):
             return True
         if self.config.auth.mode == "token" and secrets.jwt_secret:
             try:

@@ -11,6 +11,7 @@ required claims, and the dates are checked here against ``now`` so that tests ne
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 from dataclasses import dataclass
 
 import jwt
@@ -44,6 +45,11 @@ class Guest:
     max_calls: int
     exp: int
     nbf: int | None
+
+
+def same(given: str | None, expected: str) -> bool:
+    """``given == expected`` in constant time (a bearer token compared with a secret)."""
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
 def _when(ts: float) -> str:
