@@ -36,6 +36,11 @@ const TEXT = {
       ["The beach", "How do I get to the beach?"],
       ["Paella", "Where can I eat a good paella?"],
     ],
+    "link.token_expired": "This guest link expired on {date}. Please ask your host for a new one.",
+    "link.token_not_yet_valid": "This guest link works from {date}. See you then!",
+    "link.invalid_token": "This guest link is not valid. Please check that you opened the whole link, or ask your host for a new one.",
+    "link.auth_required": "To call Sandra, open the guest link your host sent you.",
+    "link.too_many_calls": "Sandra is already on a call with this guest link. Hang up the other call first.",
   },
   es: {
     tagline: "Tu conserje · Valencia",
@@ -68,8 +73,46 @@ const TEXT = {
       ["La playa", "¿Cómo llego a la playa?"],
       ["Paella", "¿Dónde puedo comer una buena paella?"],
     ],
+    "link.token_expired": "Este enlace de huésped caducó el {date}. Pide uno nuevo a tu anfitrión.",
+    "link.token_not_yet_valid": "Este enlace de huésped funciona a partir del {date}. ¡Hasta pronto!",
+    "link.invalid_token": "Este enlace de huésped no es válido. Comprueba que abriste el enlace completo o pide uno nuevo a tu anfitrión.",
+    "link.auth_required": "Para llamar a Sandra, abre el enlace de huésped que te envió tu anfitrión.",
+    "link.too_many_calls": "Sandra ya está en una llamada con este enlace. Cuelga la otra llamada primero.",
   },
 };
+
+// --- guest link (issue 11): ?t=<token> leaves the address bar, stays for this tab ---------
+
+const guestLink = takeGuestLink();
+
+function takeGuestLink() {
+  const url = new URL(location.href);
+  const fromUrl = url.searchParams.get("t");
+  if (fromUrl) {
+    sessionStorage.setItem("sandra.token", fromUrl);
+    url.searchParams.delete("t");
+    history.replaceState(history.state, "", url.pathname + url.search + url.hash);
+  }
+  const token = sessionStorage.getItem("sandra.token") || undefined;
+  let claims = {};
+  try {
+    claims = token ? JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/"))) : {};
+  } catch {
+    claims = {}; // not readable: the server says why
+  }
+  return { token, claims };
+}
+
+/** A friendly sentence for a refused guest link, in the page's language; null for other errors. */
+function linkMessage(code) {
+  const text = TEXT[language]?.[`link.${code}`] ?? TEXT.en[`link.${code}`];
+  if (!text) return null;
+  const when = code === "token_expired" ? guestLink.claims.exp : guestLink.claims.nbf;
+  const date = Number.isFinite(when)
+    ? new Date(when * 1000).toLocaleDateString(language, { day: "numeric", month: "long", year: "numeric", timeZone: "UTC" })
+    : "";
+  return text.replace("{date}", date);
+}
 
 const $ = (sel) => document.querySelector(sel);
 const ui = {
@@ -99,6 +142,7 @@ const turns = new Map(); // turn_id -> {user, sandra}
 const t = (key) => TEXT[language][key] ?? TEXT.en[key] ?? key;
 
 function pickLanguage() {
+  if (guestLink.claims.lang === "en" || guestLink.claims.lang === "es") return guestLink.claims.lang;
   const saved = localStorage.getItem("sandra.language");
   if (saved === "en" || saved === "es") return saved;
   return (navigator.language || "en").toLowerCase().startsWith("es") ? "es" : "en";
@@ -288,7 +332,7 @@ async function startCall() {
     serverState = "listening";
   } catch (err) {
     phase = "idle";
-    showError(err.message);
+    showError(linkMessage(err.code) ?? err.message);
   }
   renderState();
 }
@@ -330,7 +374,7 @@ async function sendTyped(text) {
 
 // --- wiring -----------------------------------------------------------------------
 
-const sandra = await SandraRealtime.initialize({ audioElement: ui.audio, language });
+const sandra = await SandraRealtime.initialize({ audioElement: ui.audio, language, token: guestLink.token });
 const avatar = createAvatar($("#avatar"));
 avatar.bind(sandra);
 window.sandra = sandra;
@@ -399,4 +443,18 @@ window.addEventListener("pagehide", () => {
 });
 
 applyLanguage();
+checkGuestLink();
 document.body.dataset.ready = "true";
+
+/** An expired or invalid guest link is told before the guest taps Call. */
+async function checkGuestLink() {
+  if (!guestLink.token) return;
+  const response = await fetch("/api/ice", { headers: { Authorization: `Bearer ${guestLink.token}` } }).catch(() => null);
+  if (!response || response.ok) return;
+  const body = await response.json().catch(() => null);
+  const message = linkMessage(body?.error?.code);
+  if (message) {
+    showError(message);
+    ui.error.dataset.code = body.error.code;
+  }
+}

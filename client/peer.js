@@ -16,10 +16,13 @@ export class PeerSession {
    * @param {MediaStreamTrack|null} o.micTrack  null: send nothing (the transceiver is still there)
    * @param {(stream: MediaStream) => void} o.onRemoteStream
    * @param {string} [o.token]  sent as a bearer token when the server requires one
+   * @param {RTCIceTransportPolicy} [o.iceTransportPolicy]  "relay": TURN only
    */
-  static async open({ baseUrl, iceServers, micTrack, onRemoteStream, token }) {
-    const pc = new RTCPeerConnection({ iceServers });
+  static async open({ baseUrl, iceServers, micTrack, onRemoteStream, token, iceTransportPolicy }) {
+    const pc = new RTCPeerConnection({ iceServers, ...(iceTransportPolicy ? { iceTransportPolicy } : {}) });
     const session = new PeerSession(pc, baseUrl);
+    const iceErrors = []; // TURN/STUN servers that refused us (issue 11: a clear error, not a timeout)
+    pc.addEventListener("icecandidateerror", (event) => iceErrors.push(event));
     try {
       session.transceiver = pc.addTransceiver(micTrack ?? "audio", { direction: "sendrecv" });
       pc.addEventListener("track", (event) => {
@@ -28,6 +31,7 @@ export class PeerSession {
       session.channel = pc.createDataChannel("control", { ordered: true });
       await pc.setLocalDescription(await pc.createOffer());
       await iceGatheringComplete(pc);
+      if (iceErrors.length && !/^a=candidate:/m.test(pc.localDescription.sdp)) throw relayError(iceErrors);
       const answer = await postOffer(baseUrl, pc.localDescription, token);
       session.id = answer.session_id;
       await pc.setRemoteDescription({ type: answer.type, sdp: answer.sdp });
@@ -91,6 +95,37 @@ function iceGatheringComplete(pc) {
     }
     pc.addEventListener("icegatheringstatechange", check);
   });
+}
+
+function relayError(errors) {
+  const first = errors[0];
+  const detail = [first.errorCode, first.errorText].filter(Boolean).join(" ");
+  return new SandraError(
+    "relay_failed",
+    `The relay server (TURN) refused the connection${detail ? ` (${detail})` : ""}: its credentials are wrong or expired.`,
+  );
+}
+
+/** The ICE servers (TURN with short-lived credentials) for this page, or null from a server without /api/ice. */
+export async function fetchIceServers(baseUrl, token) {
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  let response;
+  try {
+    response = await fetch(`${baseUrl}/api/ice`, { headers, cache: "no-store" });
+  } catch (err) {
+    throw new SandraError("network", "Sandra's server cannot be reached. Check your connection and try again.", { cause: err });
+  }
+  if (response.status === 404) return null;
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    // reported below
+  }
+  if (!response.ok) {
+    throw new SandraError(body?.error?.code ?? `http_${response.status}`, body?.error?.message ?? `Sandra's server answered ${response.status}.`, { source: "server" });
+  }
+  return Array.isArray(body?.iceServers) ? body.iceServers : null;
 }
 
 async function postOffer(baseUrl, offer, token) {

@@ -15,7 +15,7 @@
 
 import { ControlSocket, SandraError } from "/control-socket.js";
 import { Emitter } from "/emitter.js";
-import { PeerSession } from "/peer.js";
+import { PeerSession, fetchIceServers } from "/peer.js";
 
 export { SandraError };
 
@@ -25,6 +25,8 @@ const DEFAULTS = {
   token: undefined,
   audioElement: null,
   iceServers: [],
+  fetchIceServers: true, // ask the server (GET /api/ice) for TURN credentials before each offer
+  iceTransportPolicy: undefined, // "relay": TURN only
   microphone: true,
   pingIntervalMs: 1000,
   deadAfterMs: 5000,
@@ -270,9 +272,11 @@ export class SandraRealtime extends Emitter {
   }
 
   async #openSession() {
+    const fetched = this.options.fetchIceServers ? await fetchIceServers(this.options.baseUrl, this.options.token) : null;
     this.#peer = await PeerSession.open({
       baseUrl: this.options.baseUrl,
-      iceServers: this.options.iceServers,
+      iceServers: [...this.options.iceServers, ...(fetched ?? [])],
+      iceTransportPolicy: this.options.iceTransportPolicy,
       token: this.options.token,
       micTrack: this.#mic?.getAudioTracks()[0] ?? null,
       onRemoteStream: (stream) => this.#attachRemote(stream),

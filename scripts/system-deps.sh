@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Sandra needs when they are missing:
-# espeak-ng (offline TTS, also used by tests to synthesize speech) and chromium (browser tests).
+# espeak-ng (offline TTS, also used by tests to synthesize speech), chromium (browser tests)
+# and coturn (the TURN relay test).
 set -euo pipefail
 need=()
 [ -e /usr/lib/x86_64-linux-gnu/libespeak-ng.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/libespeak-ng.so.1 ] \
   || ldconfig -p 2>/dev/null | grep -q libespeak-ng.so.1 || need+=(espeak-ng libespeak-ng1)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v chromium >/dev/null || need+=(chromium)
+# --- issue 11 (security): coturn, a real TURN server for the relay test (started by the test on 127.0.0.1)
+command -v turnserver >/dev/null || need+=(coturn)
+# --- end issue 11
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ]; then
   echo "Installing system packages: ${need[*]}"

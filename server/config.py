@@ -7,7 +7,7 @@ Environment overrides:
 
 - ``SANDRA_HOST``, ``SANDRA_PORT``; ``MAX_SESSIONS``, ``SESSION_TTL`` (seconds);
 - ``SANDRA_<SECTION>_<KEY>`` for any scalar key, e.g. ``SANDRA_VAD_END_SILENCE_MS=400``;
-- secrets: ``SANDRA_AUTH_TOKEN``, ``SANDRA_ADMIN_TOKEN``, ``ANTHROPIC_API_KEY``, ``CARTESIA_API_KEY``, ``CARTESIA_VOICE_ID``,
+- secrets: ``SANDRA_AUTH_TOKEN``, ``SANDRA_JWT_SECRET``, ``SANDRA_ADMIN_TOKEN``, ``SANDRA_TURN_SECRET``, ``ANTHROPIC_API_KEY``, ``CARTESIA_API_KEY``, ``CARTESIA_VOICE_ID``,
   ``STT_API_KEY`` (or ``OPENAI_API_KEY``);
 - vendor endpoints: ``ANTHROPIC_BASE_URL``, ``CARTESIA_BASE_URL``, ``STT_BASE_URL``.
 
@@ -26,6 +26,8 @@ from typing import Any
 from .errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+MIN_JWT_SECRET_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,12 @@ class ServerConfig:
     connect_timeout_s: float = 10.0
     client_dir: str = "client"
     log_level: str = "INFO"
+    # Origins allowed to call /api/* from a browser (CORS); empty: the same origin only.
+    cors_origins: tuple[str, ...] = ()
+    # Reverse proxies (addresses or CIDRs) whose X-Forwarded-For names the client.
+    trusted_proxies: tuple[str, ...] = ()
+    # SIGTERM/SIGINT: calls in progress may go on this long before they are ended.
+    drain_timeout_s: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,9 @@ class WebRTCConfig:
     # Inbound packets allowed to wait for a missing one before it is skipped;
     # 0 keeps aiortc's own jitter buffer (80 ms, grows after loss).
     jitter_max_gap: int = 2
+    # TURN servers given short-lived credentials signed with SANDRA_TURN_SECRET.
+    turn_urls: tuple[str, ...] = ()
+    turn_ttl_s: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -157,6 +168,23 @@ FAULTS = ("", "stt", "llm", "tts", "bug", "handler")
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    # "open": anyone who reaches the server may call; "token": POST /api/offer needs a guest
+    # link (JWT signed with SANDRA_JWT_SECRET); "auto": open on loopback, token otherwise.
+    mode: str = "auto"
+    # The base of guest links (https://sandra.example.com); empty: http://host:port.
+    base_url: str = ""
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    offers_per_minute: float = 30.0  # per client IP, every POST /api/offer counts
+    messages_per_second: float = 20.0  # datachannel messages per call, burst twice that
+    messages_per_minute: float = 12.0  # typed messages per call (each one is an LLM turn)
+    flood_close_s: float = 10.0  # sustained flooding for this long ends the call
+
+
+@dataclass(frozen=True)
 class KnowledgeConfig:
     file: str = "knowledge.toml"
 
@@ -183,8 +211,12 @@ class Secrets:
     # When set, POST /api/offer needs "Authorization: Bearer <token>" and the
     # datachannel "auth" message must carry it.
     auth_token: str | None = None
-    # The host's admin API and dashboard need "Authorization: Bearer <admin_token>".
+    # HS256 key of guest links (at least 32 bytes); needed in [auth] mode "token".
+    jwt_secret: str | None = None
+    # When set, DELETE /api/sessions/{id} and POST /api/guest-links need it as a bearer token.
     admin_token: str | None = None
+    # coturn's static-auth-secret: TURN credentials for [webrtc] turn_urls.
+    turn_secret: str | None = None
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{f.name}={'set' if getattr(self, f.name) else None}" for f in fields(self))
@@ -204,6 +236,8 @@ class Config:
     scripted: ScriptedConfig = field(default_factory=ScriptedConfig)
     knowledge: KnowledgeConfig = field(default_factory=KnowledgeConfig)
     recording: RecordingConfig = field(default_factory=RecordingConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     secrets: Secrets = field(default_factory=Secrets)
     root: Path = ROOT
 
@@ -334,8 +368,14 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None, *
         stt_api_key=env.get("STT_API_KEY") or env.get("OPENAI_API_KEY") or None,
         stt_base_url=env.get("STT_BASE_URL") or None,
         auth_token=env.get("SANDRA_AUTH_TOKEN") or None,
+        jwt_secret=env.get("SANDRA_JWT_SECRET") or None,
         admin_token=env.get("SANDRA_ADMIN_TOKEN") or None,
+        turn_secret=env.get("SANDRA_TURN_SECRET") or None,
     )
+    auth = sections["auth"]
+    if auth.mode == "auto":
+        loopback = sections["server"].host in LOOPBACK_HOSTS
+        sections["auth"] = replace(auth, mode="open" if loopback else "token")
     config = Config(**sections, secrets=secrets, root=root)
     _validate(config)
     return config
@@ -374,3 +414,18 @@ def _validate(config: Config) -> None:
         raise ConfigError("[recording] keep_days must be more than 0")
     if config.audio.outbound_lead_ms < 20:
         raise ConfigError("[audio] outbound_lead_ms must be at least 20")
+    if config.auth.mode not in ("open", "token"):
+        raise ConfigError(f"[auth] mode must be \"auto\", \"open\" or \"token\" (got {config.auth.mode!r})")
+    jwt_secret = config.secrets.jwt_secret
+    if jwt_secret is not None and len(jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
+        raise ConfigError(f"SANDRA_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes long")
+    if config.auth.mode == "token" and jwt_secret is None:
+        raise ConfigError(
+            f"[auth] mode is \"token\" (the default off loopback): set SANDRA_JWT_SECRET to a random string "
+            f"of at least {MIN_JWT_SECRET_BYTES} bytes, or set [auth] mode = \"open\""
+        )
+    if config.webrtc.turn_urls and not config.secrets.turn_secret:
+        raise ConfigError("[webrtc] turn_urls is set: set SANDRA_TURN_SECRET (the TURN server's static-auth-secret)")
+    for key in ("offers_per_minute", "messages_per_second", "messages_per_minute"):
+        if getattr(config.limits, key) <= 0:
+            raise ConfigError(f"[limits] {key} must be positive")

@@ -7,6 +7,8 @@ The hierarchy::
     ├── ProtocolError        a datachannel message that cannot be accepted
     ├── OfferError           a WebRTC offer that cannot be answered (HTTP 400)
     ├── CapacityError        no room for another call (HTTP 503)
+    │   └── TooManyCalls     a guest link already has its max_calls calls (HTTP 429; server/sessions.py)
+    ├── TokenError           a guest link refused (HTTP 401, with its code; server/security/guest.py)
     └── ProviderError        an STT, LLM or TTS provider failed
         ├── retryable: bool  whether trying again may help (429, 529, dropped socket)
         └── role: str        "stt", "llm" or "tts": which part of the turn it was serving

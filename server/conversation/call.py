@@ -35,6 +35,8 @@ from ..media.segmenter import SpeechSegmenter
 from ..metrics import Metrics
 from ..providers import Providers
 from ..providers.base import ChatMessage
+from ..security.calls import FLOOD_REASON, CallGuard
+from ..security.guest import Guest
 from . import actions
 from .jobs import Jobs, Result
 from .turns import State, TurnPolicy, TurnTaking
@@ -108,8 +110,11 @@ class Call:
         metrics: Metrics,
         on_closed: Callable[[Call], None] = lambda call: None,
         detector: TurnDetector | None = None,
+        guest: Guest | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``guest``: the guest link the offer came with (its name greets, its language is
+        the call's default, its limits apply)."""
         self.session_id = session_id
         self.pc = pc
         self.config = config
@@ -117,6 +122,7 @@ class Call:
         self.metrics = metrics
         self._on_closed = on_closed
         self._clock = clock
+        self.guard = CallGuard(config, guest, clock())  # per-call auth, message limits, greeting
         vad, turn = config.vad, config.turn
         smart = turn.detector == "smart" and detector is not None
         policy = TurnPolicy("smart" if smart else "silence", turn.min_silence_ms, turn.max_silence_ms, turn.rejudge_ms,
@@ -129,6 +135,7 @@ class Call:
             policy=policy,
             judge=detector.complete if detector is not None else (lambda p, text, language: True),
             is_backchannel=detector.is_backchannel if detector is not None else (lambda text, language: False),
+            language=self.guard.language or "en",
             no_speech_threshold=config.stt.no_speech_threshold,
             wall_offset=time.time() - clock(),
         )
@@ -152,6 +159,11 @@ class Call:
         self._closed = asyncio.Event()
         # The call's record: the transcript always (the admin view), files when [recording] enabled.
         self.recorder = recording.for_call(config, session_id, clock=clock)
+        if guest is not None:
+            self.recorder.guest = {"sub": guest.sub, "name": guest.name}
+        # Set while Sandra is not answering (listening, idle): a draining server waits for it.
+        self.quiet = asyncio.Event()
+        self.quiet.set()
         if self.recorder.recording:
             self.outbound.tap = self.recorder.sandra_frame
 
@@ -320,6 +332,11 @@ class Call:
 
     def send(self, event: events.Event) -> None:
         match event:
+            case events.StateChanged():
+                if event.state in ("thinking", "speaking"):
+                    self.quiet.clear()
+                else:
+                    self.quiet.set()
             case events.TurnMetrics():
                 self.metrics.observe_turn(event.values)
                 if event.interrupted is False and event.kind is not None:
@@ -337,17 +354,24 @@ class Call:
             channel.send(json.dumps(wire, separators=(",", ":"), ensure_ascii=False))
 
     def _on_message(self, data: str | bytes, at: float) -> None:
+        match self.guard.on_message(at):  # datachannel rate limit, before anything else
+            case "drop":
+                self.send(events.Error("rate_limited", "too many messages: slow down", id=protocol.message_id(data)))
+                return
+            case "close":
+                self.close(FLOOD_REASON)
+                return
         try:
             message = protocol.parse(data)
         except ProtocolError as exc:
             self.send(events.Error(exc.code, str(exc), id=exc.message_id))
             return
-        token = self.config.secrets.auth_token
+        token = self.guard.required()  # the static token needs auth first; a guest link does not
         match message:
             case protocol.Ping():
                 self.send(events.Pong(message.t, time.time() * 1000, id=message.id))
             case protocol.Auth():
-                if token and message.token != token:
+                if not self.guard.accepts(message.token, time.time()):  # a guest JWT or the static token
                     self.send(events.Error("unauthorized", "invalid token", id=message.id))
                     return
                 self.authenticated = True
@@ -357,6 +381,9 @@ class Call:
             case protocol.CallStart():
                 self.core.call_start(message.language, at, message.id)
             case protocol.Message():
+                if not self.guard.allow_typed(at):  # typed-message limit: not answered
+                    self.send(events.Error("rate_limited", "too many typed messages: wait a minute", id=message.id))
+                    return
                 turn = self.core.caller_turns + 1
                 if self.config.scripted.fault == "handler" and turn in self.config.scripted.fault_turns:
                     if turn not in self._faults_fired:

@@ -254,7 +254,7 @@ class Jobs:
             return
         llm = self._providers.llm
         if action.script == "greeting":
-            greeting = llm.greeting(action.language)
+            greeting = self._call.guard.greeting(llm.greeting(action.language), action.language)  # the guest's name
             if self._call.recorder.recording:
                 greeting = recording.announce(greeting, action.language)  # "this call is recorded"
             pieces = _once(greeting)

@@ -106,7 +106,7 @@ def test_interrupt_button_cuts_the_reply_and_closes_the_mouth(call_page: Any) ->
     call_page.press("#text", "Enter")
     turn = wait_event(call_page, "state", f"m.state === 'speaking' && m.turn_id !== {greeting['turn_id']}")["turn_id"]
     # Wait until the mouth is visibly moving with the reply's audio.
-    call_page.wait_for_function("window.sandraAvatar.mouthOpenness() > 0.15", timeout=5000)
+    call_page.wait_for_function("() => window.sandraAvatar.mouthOpenness() > 0.15", timeout=5000)
 
     call_page.click("#interrupt")
     # The mouth shuts at once, before the server even answers.
@@ -120,7 +120,7 @@ def test_interrupt_button_cuts_the_reply_and_closes_the_mouth(call_page: Any) ->
     reply.locator(".badge").wait_for()
     assert "interrupted" in (reply.get_attribute("class") or "")
     # Visemes already in flight for the cut reply do not reopen the mouth.
-    call_page.wait_for_function("window.sandra.getStatus().avatar.animating === false", timeout=3000)
+    call_page.wait_for_function("() => window.sandra.getStatus().avatar.animating === false", timeout=3000)
     assert call_page.evaluate("window.sandraAvatar.mouthOpenness()") < 0.02
     assert wait_event(call_page, "state", f"m.state === 'listening' && m.turn_id === {turn}")
 

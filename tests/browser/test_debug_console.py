@@ -54,7 +54,7 @@ def test_console_drives_a_whole_call(console: Any) -> None:
 
     # Per-turn latency from the server's metrics; client metrics and ping from getMetrics.
     console.wait_for_selector("#turns tbody tr")
-    console.wait_for_function("document.querySelector('#ping').textContent.endsWith('ms')")
+    console.wait_for_function("() => document.querySelector('#ping').textContent.endsWith('ms')")
     metrics = dict(
         console.eval_on_selector_all("#client-metrics tr", "rows => rows.map(r => [r.cells[0]?.textContent ?? r.querySelector('th').textContent, r.querySelector('td').textContent])")
     )

@@ -51,7 +51,7 @@ def test_a_call_on_a_phone_by_touch(phone: Any) -> None:
 
     phone.tap(".chip >> nth=0")  # "Check-in time"
     turn = wait_event(phone, "state", f"m.state === 'speaking' && m.turn_id !== {greeting['turn_id']}")["turn_id"]
-    phone.wait_for_function("window.sandraAvatar.mouthOpenness() > 0.3", timeout=5000)
+    phone.wait_for_function("() => window.sandraAvatar.mouthOpenness() > 0.3", timeout=5000)
     screenshot(phone, "call-mobile")
     done = wait_event(phone, "response:done", f"m.turn_id === {turn}", timeout=15_000)
     assert not done["interrupted"]

@@ -92,11 +92,11 @@ def test_a_spoken_question_is_transcribed_and_answered_out_loud(speaking_browser
     assert "check" in page.inner_text("#transcript .msg-user").lower()
 
     wait_event(page, "state", f"m.state === 'speaking' && m.turn_id === {turn}", timeout=30_000)
-    page.wait_for_function("window.sandraAvatar.mouthOpenness() > 0.3", timeout=5000)
+    page.wait_for_function("() => window.sandraAvatar.mouthOpenness() > 0.3", timeout=5000)
     screenshot(page, "call-desktop")
     # Listen to the first seconds of the answer, then cut it short with the Interrupt button.
     speaking_at = next(e["at"] for e in events(page, "state") if e.get("turn_id") == turn and e["state"] == "speaking")
-    page.wait_for_function(f"window.__energy.at(-1).at > {speaking_at} + 2500", timeout=10_000)
+    page.wait_for_function(f"() => window.__energy.at(-1).at > {speaking_at} + 2500", timeout=10_000)
     page.click("#interrupt")
     done = wait_event(page, "response:done", f"m.turn_id === {turn}")
     assert done["interrupted"] is True and done["text"]
@@ -116,7 +116,7 @@ def test_a_spoken_question_is_transcribed_and_answered_out_loud(speaking_browser
     mouth = window(page.evaluate("window.__mouth"), speaking_at, done_at)
     assert max(s["open"] for s in mouth) > 0.3
     assert len({s["viseme"] for s in mouth}) >= 4
-    page.wait_for_function("window.sandraAvatar.mouthOpenness() < 0.02", timeout=1000)
+    page.wait_for_function("() => window.sandraAvatar.mouthOpenness() < 0.02", timeout=1000)
     # The mouth starts moving when the caller starts hearing the answer, not when it was sent.
     heard_at = next(s["at"] for s in energy if s["rms"] > 0.01)
     moved_at = next(s["at"] for s in mouth if s["open"] > 0.1)
