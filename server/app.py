@@ -17,6 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from . import __version__, providers
+from . import cluster as clustering
 from .config import Config
 from .errors import CapacityError, OfferError
 from .media.ice import restrict_host_addresses
@@ -60,31 +61,45 @@ async def offer(request: web.Request) -> web.Response:
         return error(400, "bad_offer", "'sdp' must be a non-empty string")
     if len(sdp.encode()) > MAX_SDP_BYTES:
         return error(400, "sdp_too_large", f"the SDP is larger than {MAX_SDP_BYTES} bytes")
+    resume_token = body.get("resume_token")
+    if resume_token is not None and (not isinstance(resume_token, str) or len(resume_token) > 512):
+        return error(400, "invalid_resume_token", "'resume_token' must be the token call:started gave")
     try:
-        session_id, answer = await request.app[SESSIONS].answer(sdp)
+        session_id, answer = await request.app[SESSIONS].answer(sdp, resume_token)
     except OfferError as exc:
         return error(400, exc.code, str(exc))
     except CapacityError as exc:
         return error(503, "at_capacity", str(exc))
+    except clustering.ResumeError as exc:
+        return error(400, "invalid_resume_token", f"{exc}: start a new call")
+    except clustering.ClusterUnavailable as exc:
+        return error(503, "cluster_unavailable", str(exc))
     return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": session_id})
 
 
 async def hang_up(request: web.Request) -> web.Response:
-    if await request.app[SESSIONS].hang_up(request.match_info["session_id"]):
-        return web.json_response({"status": "closed"})
+    try:
+        if await request.app[SESSIONS].hang_up(request.match_info["session_id"]):
+            return web.json_response({"status": "closed"})
+    except clustering.ClusterUnavailable as exc:
+        return error(503, "cluster_unavailable", str(exc))
     return error(404, "no_such_session", "no call with that session id")
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response(
-        {
-            "status": "ok",
-            "service": "Sandra IA",
-            "version": __version__,
-            "webrtc": {"connections": len(request.app[SESSIONS])},
-            "providers": request.app[PROVIDERS].names(),
-        }
-    )
+    view = await request.app[SESSIONS].cluster.view()
+    body = {
+        "status": view.status,
+        "service": "Sandra IA",
+        "version": __version__,
+        "webrtc": {"connections": view.connections},
+        "providers": request.app[PROVIDERS].names(),
+    }
+    if view.reason:
+        body["reason"] = view.reason
+    if view.redis:
+        body["cluster"] = view.to_json()
+    return web.json_response(body)
 
 
 async def metrics_json(request: web.Request) -> web.Response:
@@ -94,19 +109,22 @@ async def metrics_json(request: web.Request) -> web.Response:
         window_s = float(request.query["window_s"]) if "window_s" in request.query else None
     except ValueError:
         return error(400, "bad_query", "window_s must be a number of seconds")
-    return web.json_response(
-        {
-            "timestamp": now_ms(),
-            "connections": len(sessions),
-            "sessions": sessions.summary(),
-            "latency": request.app[METRICS].latency_summary(),
-            "process": {**process_stats(), "loop_lag_ms": request.app[LOOP].summary(window_s), "pid": os.getpid()},
-        }
-    )
+    view = await sessions.cluster.view()
+    body = {
+        "timestamp": now_ms(),
+        "connections": view.connections,
+        "sessions": view.sessions(),
+        "latency": request.app[METRICS].latency_summary(),
+        "process": {**process_stats(), "loop_lag_ms": request.app[LOOP].summary(window_s), "pid": os.getpid()},
+    }
+    if view.redis:
+        body["cluster"] = view.to_json()
+    return web.json_response(body)
 
 
 async def metrics_prometheus(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[METRICS].prometheus(), content_type="text/plain", charset="utf-8")
+    text = await request.app[SESSIONS].cluster.prometheus(request.app[METRICS].prometheus())
+    return web.Response(body=text, content_type="text/plain", charset="utf-8")
 
 
 def _page(path: Path):  # type: ignore[no-untyped-def]
@@ -152,13 +170,14 @@ def create_app(config: Config, provider_set: providers.Providers | None = None) 
     app[CONFIG] = config
     app[METRICS] = Metrics()
     app[PROVIDERS] = provider_set if provider_set is not None else providers.create(config)
-    app[SESSIONS] = Sessions(config, app[PROVIDERS], app[METRICS])
+    app[SESSIONS] = Sessions(config, app[PROVIDERS], app[METRICS], clustering.create(config))
     app[LOOP] = LoopMonitor()
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         restrict_host_addresses(config.webrtc.host_addresses)
         await app[PROVIDERS].start()
         log.info("providers: %s", app[PROVIDERS].names())
+        await app[SESSIONS].cluster.start(app[SESSIONS])
         monitor = asyncio.get_running_loop().create_task(app[LOOP].run(), name="loop-monitor")
         try:
             yield
@@ -167,6 +186,7 @@ def create_app(config: Config, provider_set: providers.Providers | None = None) 
             with contextlib.suppress(asyncio.CancelledError):
                 await monitor
             await app[SESSIONS].close_all()
+            await app[SESSIONS].cluster.aclose()
             await app[PROVIDERS].aclose()
 
     app.cleanup_ctx.append(lifetime)

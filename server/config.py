@@ -9,7 +9,8 @@ Environment overrides:
 - ``SANDRA_<SECTION>_<KEY>`` for any scalar key, e.g. ``SANDRA_VAD_END_SILENCE_MS=400``;
 - secrets: ``SANDRA_AUTH_TOKEN``, ``ANTHROPIC_API_KEY``, ``CARTESIA_API_KEY``, ``CARTESIA_VOICE_ID``,
   ``STT_API_KEY`` (or ``OPENAI_API_KEY``);
-- vendor endpoints: ``ANTHROPIC_BASE_URL``, ``CARTESIA_BASE_URL``, ``STT_BASE_URL``.
+- vendor endpoints: ``ANTHROPIC_BASE_URL``, ``CARTESIA_BASE_URL``, ``STT_BASE_URL``;
+- the cluster: ``REDIS_URL``, ``REDIS_ENABLED`` (``auto``/``true``/``false``), ``SANDRA_RESUME_SECRET``.
 
 A provider set to ``"auto"`` picks the cloud vendor when its key is present and the
 embedded offline provider otherwise.
@@ -133,6 +134,28 @@ class KnowledgeConfig:
     file: str = "knowledge.toml"
 
 
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Several workers (processes, machines) sharing one Redis; see server/cluster/."""
+
+    # redis://host:port/db (REDIS_URL). Empty: one process, everything in memory.
+    redis_url: str = ""
+    # REDIS_ENABLED: auto (on when redis_url is set) | true | false
+    enabled: str = "auto"
+    # A worker refreshes its registry entry this often; its sessions vanish after ttl.
+    heartbeat_s: float = 1.0
+    heartbeat_ttl_s: float = 3.0
+    # Longest a Redis command may take before an offer is refused (503 cluster_unavailable).
+    redis_timeout_s: float = 1.0
+    key_prefix: str = "sandra"
+    # DELETE /api/sessions/{id} on another worker: how long to wait for the owner.
+    hang_up_timeout_s: float = 5.0
+
+    @property
+    def active(self) -> bool:
+        return self.enabled != "false" and bool(self.redis_url)
+
+
 @dataclass(frozen=True, repr=False)
 class Secrets:
     """API keys and vendor endpoints. ``repr`` never shows a value."""
@@ -147,6 +170,9 @@ class Secrets:
     # When set, POST /api/offer needs "Authorization: Bearer <token>" and the
     # datachannel "auth" message must carry it.
     auth_token: str | None = None
+    # Signs resume tokens (SANDRA_RESUME_SECRET); unset: a random secret shared through
+    # Redis (or per process without it).
+    resume_secret: str | None = None
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{f.name}={'set' if getattr(self, f.name) else None}" for f in fields(self))
@@ -164,6 +190,7 @@ class Config:
     tts: TTSConfig = field(default_factory=TTSConfig)
     scripted: ScriptedConfig = field(default_factory=ScriptedConfig)
     knowledge: KnowledgeConfig = field(default_factory=KnowledgeConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     secrets: Secrets = field(default_factory=Secrets)
     root: Path = ROOT
 
@@ -267,10 +294,16 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None, *
         "SANDRA_PORT": "SANDRA_SERVER_PORT",
         "MAX_SESSIONS": "SANDRA_SERVER_MAX_SESSIONS",
         "SESSION_TTL": "SANDRA_SERVER_SESSION_TTL_S",
+        "REDIS_URL": "SANDRA_CLUSTER_REDIS_URL",
+        "REDIS_ENABLED": "SANDRA_CLUSTER_ENABLED",
     }
     for alias, full in aliases.items():
         if alias in env and full not in env:
             env[full] = env[alias]
+    if "SANDRA_CLUSTER_ENABLED" in env:  # REDIS_ENABLED=true|false (also 1/0, yes/no, on/off)
+        flag = env["SANDRA_CLUSTER_ENABLED"].strip().lower()
+        env["SANDRA_CLUSTER_ENABLED"] = {"1": "true", "yes": "true", "on": "true",
+                                         "0": "false", "no": "false", "off": "false"}.get(flag, flag)
 
     sections = {
         name: _section(name, eval_type(kind), raw.get(name, {}), env) for name, kind in _SECTIONS.items()
@@ -284,6 +317,7 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None, *
         stt_api_key=env.get("STT_API_KEY") or env.get("OPENAI_API_KEY") or None,
         stt_base_url=env.get("STT_BASE_URL") or None,
         auth_token=env.get("SANDRA_AUTH_TOKEN") or None,
+        resume_secret=env.get("SANDRA_RESUME_SECRET") or None,
     )
     config = Config(**sections, secrets=secrets, root=root)
     _validate(config)
@@ -306,3 +340,12 @@ def _validate(config: Config) -> None:
         raise ConfigError("[server] max_sessions must be at least 1")
     if config.audio.outbound_lead_ms < 20:
         raise ConfigError("[audio] outbound_lead_ms must be at least 20")
+    cluster = config.cluster
+    if cluster.enabled not in ("auto", "true", "false"):
+        raise ConfigError(f"[cluster] enabled (REDIS_ENABLED) must be auto, true or false (got {cluster.enabled!r})")
+    if cluster.enabled == "true" and not cluster.redis_url:
+        raise ConfigError("REDIS_ENABLED=true needs REDIS_URL ([cluster] redis_url)")
+    if cluster.redis_url and not cluster.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("[cluster] redis_url must start with redis://, rediss:// or unix://")
+    if not 0 < cluster.heartbeat_s < cluster.heartbeat_ttl_s:
+        raise ConfigError("[cluster] heartbeat_ttl_s must be longer than heartbeat_s (and both positive)")

@@ -106,6 +106,11 @@ class Call:
         self._closing: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         self.close_reason: str | None = None
+        # HOOK(cluster): set by Sessions (server/cluster): the token call:started hands out, whether
+        # this call continues a conversation (cluster.restore), and who hears that it changed.
+        self.resume_token: str | None = None
+        self.resumed = False
+        self.on_change: Callable[[Call], None] = lambda call: None
 
     # --- wiring ----------------------------------------------------------------------
 
@@ -188,6 +193,7 @@ class Call:
         if message.text:
             self.history.append(message)
             del self.history[:-MAX_HISTORY]
+            self.on_change(self)  # HOOK(cluster): the conversation snapshot changed
 
     # --- the caller's audio ----------------------------------------------------------
 
@@ -448,7 +454,12 @@ class Call:
             case protocol.CallStart():
                 self.language = message.language or self.language
                 self._start_listening()
-                self.send(protocol.event("call:started", language=self.language, id=message.id))
+                self.on_change(self)  # HOOK(cluster): language chosen; resumable from now on
+                self.send(protocol.event("call:started", language=self.language, id=message.id,
+                                         resume_token=self.resume_token,  # HOOK(cluster)
+                                         resumed=True if self.resumed else None))  # HOOK(cluster)
+                if self.resumed:  # HOOK(cluster): a resumed conversation is not greeted again
+                    return
                 greeting = self.providers.llm.greeting(self.language)
                 self._begin_turn("greeting", lambda: _once(greeting))
             case protocol.Message():
