@@ -7,6 +7,8 @@ need=()
   || ldconfig -p 2>/dev/null | grep -q libespeak-ng.so.1 || need+=(espeak-ng libespeak-ng1)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v chromium >/dev/null || need+=(chromium)
+# issue 12 (cluster): redis-server, for `--workers N` without REDIS_URL and for the cluster tests
+command -v redis-server >/dev/null || need+=(redis-server)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ]; then
   echo "Installing system packages: ${need[*]}"

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
-import signal
 import sys
 
 from . import config as configuration
@@ -20,7 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="listen port (default from [server] port)")
     parser.add_argument(
         "--workers", type=int, default=1,
-        help="server processes sharing the port (SO_REUSEPORT); each owns its own calls and max_sessions",
+        help="server processes sharing the port (SO_REUSEPORT) and one Redis (REDIS_URL, or a private "
+             "redis-server when installed); a worker that dies is restarted",
     )
     args = parser.parse_args(argv)
     env = dict(os.environ)
@@ -43,21 +42,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
 
-    context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=serve, args=(config, True), daemon=True) for _ in range(args.workers)]
-    for worker in workers:
-        worker.start()
+    from .cluster import supervisor  # --workers N: restarts dead workers; needs Redis (issue 12)
 
-    def stop(signum: int, frame: object) -> None:
-        for worker in workers:
-            if worker.is_alive():
-                os.kill(worker.pid, signal.SIGINT)  # type: ignore[arg-type]
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    for worker in workers:
-        worker.join()
-    return max((w.exitcode or 0) for w in workers)
+    return supervisor.run(config, args.workers)
 
 
 if __name__ == "__main__":
