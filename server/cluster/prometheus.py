@@ -41,6 +41,8 @@ def merge(expositions: Mapping[str, str]) -> str:
                 lines.append(f"{sample.name}{{{rendered}}} {_number(sample.value)}")
     out = []
     for name, (doc, kind, lines) in families.items():
+        if kind == "counter":  # text format 0.0.4, as prometheus_client writes it
+            name += "_total"
         out.append(f"# HELP {name} {_help(doc or name)}")
         out.append(f"# TYPE {name} {kind}")
         out.extend(lines)

@@ -89,6 +89,7 @@ class RedisCluster:
         self._secret: str | None = config.secrets.resume_secret
         self._tokens: ResumeTokens | None = None
         self._started = time.time()
+        self._subscribed = asyncio.Event()
 
     # --- keys --------------------------------------------------------------------------
 
@@ -120,6 +121,8 @@ class RedisCluster:
                            (self._write_loop(), "writer")):
             task = asyncio.get_running_loop().create_task(coro, name=f"cluster-{name}")
             self._tasks.add(task)
+        with contextlib.suppress(TimeoutError):  # so that a hang-up sent now finds us listening
+            await asyncio.wait_for(self._subscribed.wait(), self._c.redis_timeout_s * 2)
 
     async def aclose(self) -> None:
         for task in self._tasks:
@@ -239,11 +242,13 @@ class RedisCluster:
             pubsub = self._redis.pubsub()
             try:
                 await asyncio.wait_for(pubsub.subscribe(self.channel(self.worker_id)), self._c.redis_timeout_s)
+                self._subscribed.set()
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None and message.get("type") == "message":
                         self._on_request(message["data"])
             except REDIS_ERRORS as exc:
+                self._subscribed.clear()
                 log.debug("cluster: listener lost Redis (%s); resubscribing", type(exc).__name__)
             finally:
                 with contextlib.suppress(*REDIS_ERRORS):
