@@ -16,8 +16,9 @@ export class PeerSession {
    * @param {MediaStreamTrack|null} o.micTrack  null: send nothing (the transceiver is still there)
    * @param {(stream: MediaStream) => void} o.onRemoteStream
    * @param {string} [o.token]  sent as a bearer token when the server requires one
+   * @param {string} [o.resumeToken]  continue that conversation (call:started's resume_token)
    */
-  static async open({ baseUrl, iceServers, micTrack, onRemoteStream, token }) {
+  static async open({ baseUrl, iceServers, micTrack, onRemoteStream, token, resumeToken }) {
     const pc = new RTCPeerConnection({ iceServers });
     const session = new PeerSession(pc, baseUrl);
     try {
@@ -28,7 +29,7 @@ export class PeerSession {
       session.channel = pc.createDataChannel("control", { ordered: true });
       await pc.setLocalDescription(await pc.createOffer());
       await iceGatheringComplete(pc);
-      const answer = await postOffer(baseUrl, pc.localDescription, token);
+      const answer = await postOffer(baseUrl, pc.localDescription, token, resumeToken);
       session.id = answer.session_id;
       await pc.setRemoteDescription({ type: answer.type, sdp: answer.sdp });
       await channelOpen(session.channel, pc);
@@ -93,7 +94,7 @@ function iceGatheringComplete(pc) {
   });
 }
 
-async function postOffer(baseUrl, offer, token) {
+async function postOffer(baseUrl, offer, token, resumeToken) {
   const headers = { "Content-Type": "application/json" };
   if (token) headers.Authorization = `Bearer ${token}`;
   let response;
@@ -101,7 +102,7 @@ async function postOffer(baseUrl, offer, token) {
     response = await fetch(`${baseUrl}/api/offer`, {
       method: "POST",
       headers,
-      body: JSON.stringify({ sdp: offer.sdp, type: offer.type }),
+      body: JSON.stringify({ sdp: offer.sdp, type: offer.type, ...(resumeToken ? { resume_token: resumeToken } : {}) }),
     });
   } catch (err) {
     throw new SandraError("network", "Sandra's server cannot be reached. Check your connection and try again.", { cause: err });

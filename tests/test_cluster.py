@@ -29,6 +29,8 @@ from aiortc import RTCSessionDescription
 
 from bench.common import SCRIPTED_ENV, free_port
 from server.cluster.supervisor import PrivateRedis
+from tests.browser.conftest import close_page, events, now, open_page, wait_event
+from tests.browser.conftest import fake_mics, playwright_driver, quiet_browser  # noqa: F401 (fixtures)
 from tests.fakes import anthropic_fake
 from tests.fakes.vendors import FakeVendors
 from tests.support.peer import ClientPeer
@@ -68,6 +70,25 @@ async def offer_with(url: str, *, resume_token: str | None = None,
     peer.session_id = answer["session_id"]
     await asyncio.wait_for(peer._open.wait(), 10)
     return peer
+
+
+def blocking(coro: Any) -> Any:
+    """Run ``coro`` to its end on a fresh event loop in another thread (callable from sync
+    code even where a loop is already running, e.g. Playwright's sync API)."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = asyncio.run(coro)
+        except BaseException as exc:  # handed to the caller below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 class ThreadedFakes:
@@ -173,7 +194,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         )
     running = Cluster(f"http://127.0.0.1:{port}", redis, fakes.fake, proc, log)
     try:
-        asyncio.run(running.until(lambda: _two_workers(running), timeout=60, what="two workers"))
+        blocking(running.until(lambda: _two_workers(running), timeout=60, what="two workers"))
         yield running
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -297,9 +318,8 @@ async def test_a_conversation_resumes_on_the_other_worker(cluster, calls):
     [first] = await _open_on(cluster, a, calls, 1)
     first.send({"type": "call:start", "language": "es", "id": "start"})
     started = await first.wait_for("call:started")
-    await first.wait_for("response:done")  # the greeting
     cluster.fakes.anthropic.default_reply = anthropic_fake.Reply("Encantada, Ana.")
-    first.send({"type": "message", "text": "Me llamo Ana y llego el martes"})
+    first.send({"type": "message", "text": "Me llamo Ana y llego el martes"})  # cuts the greeting short
     told = await first.wait_for("response:done", lambda e: "Ana" in e["text"])
 
     http = await cluster.pinned(b)
@@ -403,7 +423,7 @@ async def test_redis_down_degrades_without_touching_calls(cluster, calls):
     a, _ = await cluster.workers()
     [peer] = await _open_on(cluster, a, calls, 1)
     peer.send({"type": "call:start", "id": 1})
-    await peer.wait_for("response:done")
+    await peer.wait_for("call:started")
     cluster.redis.stop()
     try:
         t0 = time.monotonic()
@@ -433,3 +453,39 @@ async def test_redis_down_degrades_without_touching_calls(cluster, calls):
 async def _health_ok(cluster: Cluster) -> bool:
     health = await cluster.health()
     return health["status"] == "ok" and len(health["cluster"]["workers"]) == 2
+
+
+# --- the call page (real Chromium) ------------------------------------------------------
+
+
+def test_the_page_resumes_its_conversation_when_its_worker_dies(quiet_browser: Any, cluster: Any) -> None:
+    blocking(cluster.until(lambda: _empty(cluster), timeout=30, what="an empty cluster of two workers"))
+    page, errors = open_page(quiet_browser, f"{cluster.url}/", viewport={"width": 1280, "height": 800})
+    # Notice the dead worker within 4 s (not less: on a loaded machine pongs come late).
+    page.evaluate("Object.assign(window.sandra.options, {deadAfterMs: 4000, reconnectAttempts: 6})")
+    page.click("#call")
+    started = wait_event(page, "call:started")
+    assert started["resume_token"]
+    wait_event(page, "response:done")  # the greeting
+    session = page.evaluate("window.sandra.sessionId")
+    owner = blocking(cluster.owner(session))
+    health = blocking(cluster.health())
+    pid = next(w["pid"] for w in health["cluster"]["workers"] if w["id"] == owner)
+    os.kill(pid, signal.SIGKILL)
+
+    reconnected = wait_event(page, "reconnected", timeout=30_000)
+    at = next(e["at"] for e in events(page, "reconnected"))
+    assert reconnected["session_id"] == session  # the same conversation
+    assert blocking(cluster.owner(session)) not in (None, owner)  # on another worker
+    resumed = [e for e in events(page, "call:started") if e["at"] <= at + 1 and e.get("resumed")]
+    assert len(resumed) == 1, events(page, "call:started")
+    page.wait_for_timeout(1500)
+    assert [e for e in events(page, "response:delta") if e["at"] > at] == []  # not greeted again
+    asked = now(page)
+    page.fill("#text", "Are you still there?")
+    page.press("#text", "Enter")
+    done = wait_event(page, "response:done", since=asked, timeout=20_000)
+    first_turn = next(e for e in events(page, "response:done"))["turn_id"]
+    assert done["turn_id"] > first_turn  # numbering went on from the first worker's turns
+    assert page.evaluate("window.sandra.getStatus().callActive")
+    close_page(page, errors)
