@@ -57,6 +57,9 @@ class Sessions:
             call.resume_token = token
             if snapshot is not None:
                 clustering.restore(call, snapshot)
+                # the session's ttl counts from its first call, not from this reconnect
+                left_s = (await self.cluster.tokens()).verify(token, now=time.time()).expires_ms / 1000 - time.time()
+                call.created_at -= max(0.0, self.config.server.session_ttl_s - left_s)
             call.on_change = self._changed
             try:
                 call.attach()

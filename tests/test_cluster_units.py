@@ -254,6 +254,8 @@ async def _resume_in_one_process(server, peer_factory, offer_with) -> None:  # t
     first.send({"type": "message", "text": "Me llamo Ana"})  # cuts the greeting short
     done = await first.wait_for("response:done", lambda e: e["text"] == "Vale, Ana.")
     history = [(m.role, m.text) for m in server.sessions.calls[first.session_id].history]
+    first_created = server.sessions.calls[first.session_id].created_at
+    await asyncio.sleep(1.0)  # so that a reconnect's fresh clock would show
 
     second = await offer_with(server.url, resume_token=started["resume_token"])
     try:
@@ -264,6 +266,7 @@ async def _resume_in_one_process(server, peer_factory, offer_with) -> None:  # t
         assert again["resumed"] is True and again["language"] == "es"
         call = server.sessions.calls[second.session_id]
         assert [(m.role, m.text) for m in call.history] == history
+        assert abs(call.created_at - first_created) < 0.5  # session_ttl_s counts from the first call
         second.send({"type": "message", "text": "¿Cómo me llamo?"})
         await second.wait_for("response:done")
         turns = [e["turn_id"] for e in second.events if e["type"] == "response:done"]
