@@ -72,6 +72,8 @@ async def offer(request: web.Request) -> web.Response:
         return error(503, "at_capacity", str(exc))
     except clustering.ResumeError as exc:
         return error(400, "invalid_resume_token", f"{exc}: start a new call")
+    except clustering.SessionBusy as exc:
+        return error(409, "session_busy", str(exc))
     except clustering.ClusterUnavailable as exc:
         return error(503, "cluster_unavailable", str(exc))
     return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": session_id})

@@ -183,6 +183,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         "SANDRA_SERVER_MAX_SESSIONS": str(MAX_SESSIONS),
         "SANDRA_CLUSTER_HEARTBEAT_S": "0.5",
         "SANDRA_CLUSTER_HEARTBEAT_TTL_S": str(HEARTBEAT_TTL_S),
+        "SANDRA_CLUSTER_REDIS_TIMEOUT_S": "2",  # a loaded test machine is slow, not broken
         "SANDRA_SERVER_LOG_LEVEL": "WARNING",
     }
     for key in ("CARTESIA_API_KEY", "CARTESIA_VOICE_ID", "STT_API_KEY", "OPENAI_API_KEY", "SANDRA_RESUME_SECRET"):
@@ -348,6 +349,32 @@ async def test_a_conversation_resumes_on_the_other_worker(cluster, calls):
     assert ("user", "Me llamo Ana y llego el martes") in texts and ("assistant", "Encantada, Ana.") in texts
     assert texts[-1] == ("user", "¿Qué día llego?")
     assert (await cluster.health())["webrtc"]["connections"] == 1
+
+
+async def test_two_resumes_at_once_leave_one_live_connection(cluster, calls):
+    a, b = await cluster.workers()
+    [first] = await _open_on(cluster, a, calls, 1)
+    first.send({"type": "call:start", "id": 1})
+    token = (await first.wait_for("call:started"))["resume_token"]
+    pins = [await cluster.pinned(a), await cluster.pinned(b)]
+    try:
+        outcomes = await asyncio.gather(*(offer_with(cluster.url, resume_token=token, http=http) for http in pins),
+                                        return_exceptions=True)
+    finally:
+        for http in pins:
+            await http.close()
+    peers = [o for o in outcomes if isinstance(o, ClientPeer)]
+    calls.extend(peers)
+    assert peers and all(p.session_id == first.session_id for p in peers), outcomes
+    assert all(isinstance(o, ClientPeer) or (o.status, o.code) == (409, "session_busy") for o in outcomes), outcomes
+    await first.wait_for("call:ended", timeout=3)
+
+    async def one_live() -> bool:
+        open_ = [p for p in peers if not any(e["type"] == "call:ended" for e in p.events)]
+        health = await cluster.health()
+        return len(open_) == 1 and health["webrtc"]["connections"] == 1
+
+    await cluster.until(one_live, timeout=5, what="exactly one live connection for the session")
 
 
 async def test_bad_and_spent_resume_tokens_are_refused(cluster, calls):

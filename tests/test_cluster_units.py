@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
 from server import config as configuration
-from server.cluster import ResumeError, ResumeTokens, Snapshot
+from server.cluster import ResumeError, ResumeTokens, SessionBusy, Snapshot
 from server.cluster.limits import RedisLimitStore
 from server.cluster.prometheus import merge
 from server.cluster.redis_cluster import RedisCluster
@@ -126,13 +126,13 @@ async def redis(redis_server: PrivateRedis) -> AsyncIterator[aioredis.Redis]:
 
 
 async def test_token_bucket_is_atomic_under_concurrency(redis):
-    stores = [RedisLimitStore(redis, prefix="t", worker_id=f"w{i}") for i in range(3)]
+    stores = [RedisLimitStore(redis, prefix="t", worker_id=f"w{i}", timeout_s=10) for i in range(3)]
     waits = await asyncio.gather(*(stores[i % 3].take("ip:1", rate_per_s=0.5, burst=10) for i in range(40)))
     assert sum(1 for w in waits if w == 0.0) == 10
     refused = [w for w in waits if w > 0]
     assert len(refused) == 30 and all(0 < w <= 2.0 for w in refused)  # one token every 2 s
     assert await stores[0].take("ip:2", rate_per_s=0.5, burst=10) == 0.0  # buckets are per key
-    fast = RedisLimitStore(redis, prefix="t", worker_id="w9")
+    fast = RedisLimitStore(redis, prefix="t", worker_id="w9", timeout_s=10)
     assert await fast.take("ip:3", rate_per_s=50, burst=1) == 0.0
     wait = await fast.take("ip:3", rate_per_s=50, burst=1)
     assert 0 < wait <= 0.02
@@ -143,8 +143,8 @@ async def test_token_bucket_is_atomic_under_concurrency(redis):
 
 
 async def test_capped_sets_hold_their_limit_and_forget_dead_workers(redis):
-    alive = RedisLimitStore(redis, prefix="t", worker_id="alive")
-    doomed = RedisLimitStore(redis, prefix="t", worker_id="doomed")
+    alive = RedisLimitStore(redis, prefix="t", worker_id="alive", timeout_s=10)
+    doomed = RedisLimitStore(redis, prefix="t", worker_id="doomed", timeout_s=10)
     results = await asyncio.gather(*(doomed.acquire("guest:7", f"call-{i}", 3) for i in range(20)))
     assert results.count(True) == 3
     assert await alive.count("guest:7") == 0  # "doomed" never sent a heartbeat: its members don't count
@@ -187,7 +187,7 @@ class _Owner:
 
 
 async def test_admission_never_over_admits_across_workers(redis_server, redis):
-    config = make_config(cluster={"redis_url": redis_server.url, "heartbeat_s": 0.2, "heartbeat_ttl_s": 0.6})
+    config = make_config(cluster={"redis_url": redis_server.url, "heartbeat_s": 0.5, "heartbeat_ttl_s": 5, "redis_timeout_s": 5})
     workers = [RedisCluster(config, worker_id=f"w{i}") for i in range(3)]
     owners = [_Owner() for _ in workers]
     for worker, owner in zip(workers, owners):
@@ -213,7 +213,20 @@ async def test_admission_never_over_admits_across_workers(redis_server, redis):
         await workers[1].release(victim)
         assert await workers[0].hang_up(victim) is False
         assert (await workers[0].view()).connections == 6
-        # a worker that stops beating loses its sessions within the TTL, freeing their slots
+        # one live connection per session: a session held by a live worker cannot be admitted again
+        with pytest.raises(SessionBusy):
+            await workers[1].admit(owners[0].ids[0], 100)
+        # ... unless that worker no longer listens (killed, its heartbeat not lapsed yet): a
+        # take-over finds nobody to ask, and lets the session go on elsewhere
+        ghost = RedisCluster(config, worker_id="ghost")
+        await ghost.admit("g1", 100)
+        with pytest.raises(SessionBusy):
+            await workers[0].admit("g1", 100)
+        await workers[0].take_over("g1")
+        await workers[0].admit("g1", 100)
+        await workers[0].release("g1")
+        await ghost._redis.aclose()
+        # a worker that leaves takes its sessions with it, freeing their slots
         gone = len(owners[2].ids)
         await workers[2].aclose()
         workers.pop()

@@ -7,7 +7,7 @@ its :class:`~.view.Owner`. Both offer::
 
     worker_id: str; redis: bool; conversations: ConversationStore
     async start(owner) / aclose()
-    async admit(session_id, max_sessions)      # CapacityError | ClusterUnavailable
+    async admit(session_id, max_sessions)      # CapacityError | SessionBusy | ClusterUnavailable
     async release(session_id)                  # never raises; retried by the heartbeat
     async hang_up(session_id) -> bool          # a call held by another worker
     async take_over(session_id)                # close a resumed session's old connection
@@ -25,7 +25,7 @@ Also here: :class:`~.limits.RedisLimitStore` (issue 11's ``LimitStore`` in Redis
 from __future__ import annotations
 
 from ..config import Config
-from .errors import ClusterUnavailable, ResumeError
+from .errors import ClusterUnavailable, ResumeError, SessionBusy
 from .local import LocalCluster
 from .snapshot import Snapshot, of_call, restore
 from .tokens import ResumeTokens
@@ -37,7 +37,7 @@ FINAL_REASONS = frozenset({"caller hung up", "hung up by the server API", "sessi
 
 __all__ = [
     "FINAL_REASONS", "ClusterUnavailable", "ClusterView", "LocalCluster", "Owner", "ResumeError", "ResumeTokens",
-    "Snapshot", "WorkerView", "create", "of_call", "restore",
+    "SessionBusy", "Snapshot", "WorkerView", "create", "of_call", "restore",
 ]
 
 

@@ -36,7 +36,7 @@ from redis.retry import Retry
 from ..config import Config
 from ..errors import CapacityError
 from . import scripts
-from .errors import ClusterUnavailable
+from .errors import ClusterUnavailable, SessionBusy
 from .limits import RedisLimitStore
 from .prometheus import merge
 from .snapshot import Snapshot
@@ -190,6 +190,8 @@ class RedisCluster:
             args=[self._p, self.worker_id, session_id, max_sessions, self._session_ttl_ms(), worker_ttl_ms,
                   worker_ttl_ms * 10],
         ))
+        if int(total) == -2:
+            raise SessionBusy("that conversation went on on another connection meanwhile")
         if int(total) < 0:
             raise CapacityError(f"the cluster is serving {max_sessions} calls, the most it can")
 
@@ -230,7 +232,10 @@ class RedisCluster:
         message = json.dumps({"op": op, "session_id": session_id, "id": request_id, "from": self.worker_id})
         try:
             if not await self._cmd(self._redis.publish(self.channel(owner), message)):
-                return False  # the owner is not listening: it is gone, or about to be
+                # Nobody listens there: the worker died (its heartbeat has not lapsed yet) or
+                # is cut off. Its call cannot be reached; let the session go on elsewhere.
+                await self._cmd(self._release(keys=[self._k("wsessions", owner)], args=[self._p, owner, session_id]))
+                return False
             return await asyncio.wait_for(reply, self._c.hang_up_timeout_s)
         except TimeoutError as exc:
             raise ClusterUnavailable(f"worker {owner} did not answer within {self._c.hang_up_timeout_s:g} s") from exc

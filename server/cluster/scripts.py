@@ -34,11 +34,16 @@ end
 
 # KEYS: workers, own set, session hash
 # ARGV: prefix, worker, session, max_sessions, session ttl ms, worker ttl ms, set ttl ms
-# -> sessions in the cluster with this one, or -1 when full
+# -> sessions in the cluster with this one, -1 when full, -2 when another live worker holds it
 ADMIT = _NOW + """
 local workers, prefix = KEYS[1], ARGV[1]
 """ + _SWEEP + """
 redis.call('ZADD', workers, now + tonumber(ARGV[6]), ARGV[2])
+local holder = redis.call('HGET', KEYS[3], 'worker')
+if holder and holder ~= ARGV[2] and redis.call('SISMEMBER', prefix .. ':wsessions:' .. holder, ARGV[3]) == 1 then
+  local expiry = redis.call('ZSCORE', workers, holder)
+  if expiry and tonumber(expiry) > now then return -2 end  -- live elsewhere: one connection per session
+end
 local total = 0
 for _, w in ipairs(redis.call('ZRANGE', workers, 0, -1)) do
   total = total + redis.call('SCARD', prefix .. ':wsessions:' .. w)
