@@ -17,8 +17,9 @@ export class PeerSession {
    * @param {(stream: MediaStream) => void} o.onRemoteStream
    * @param {string} [o.token]  sent as a bearer token when the server requires one
    * @param {RTCIceTransportPolicy} [o.iceTransportPolicy]  "relay": TURN only
+   * @param {string} [o.resumeToken]  continue that conversation (call:started's resume_token)
    */
-  static async open({ baseUrl, iceServers, micTrack, onRemoteStream, token, iceTransportPolicy }) {
+  static async open({ baseUrl, iceServers, micTrack, onRemoteStream, token, iceTransportPolicy, resumeToken }) {
     const pc = new RTCPeerConnection({ iceServers, ...(iceTransportPolicy ? { iceTransportPolicy } : {}) });
     const session = new PeerSession(pc, baseUrl);
     const iceErrors = []; // TURN/STUN servers that refused us (issue 11: a clear error, not a timeout)
@@ -32,7 +33,7 @@ export class PeerSession {
       await pc.setLocalDescription(await pc.createOffer());
       await iceGatheringComplete(pc);
       if (iceErrors.length && !/^a=candidate:/m.test(pc.localDescription.sdp)) throw relayError(iceErrors);
-      const answer = await postOffer(baseUrl, pc.localDescription, token);
+      const answer = await postOffer(baseUrl, pc.localDescription, token, resumeToken);
       session.id = answer.session_id;
       await pc.setRemoteDescription({ type: answer.type, sdp: answer.sdp });
       await channelOpen(session.channel, pc);
@@ -128,7 +129,7 @@ export async function fetchIceServers(baseUrl, token) {
   return Array.isArray(body?.iceServers) ? body.iceServers : null;
 }
 
-async function postOffer(baseUrl, offer, token) {
+async function postOffer(baseUrl, offer, token, resumeToken) {
   const headers = { "Content-Type": "application/json" };
   if (token) headers.Authorization = `Bearer ${token}`;
   let response;
@@ -136,7 +137,7 @@ async function postOffer(baseUrl, offer, token) {
     response = await fetch(`${baseUrl}/api/offer`, {
       method: "POST",
       headers,
-      body: JSON.stringify({ sdp: offer.sdp, type: offer.type }),
+      body: JSON.stringify({ sdp: offer.sdp, type: offer.type, ...(resumeToken ? { resume_token: resumeToken } : {}) }),
     });
   } catch (err) {
     throw new SandraError("network", "Sandra's server cannot be reached. Check your connection and try again.", { cause: err });

@@ -85,6 +85,9 @@ export class SandraRealtime extends Emitter {
   #stats = { audioChunksSent: 0, audioChunksReceived: 0 };
   #jitter = { delay: 0, emitted: 0, ms: 0 };
   #counts = { sent: 0, received: 0 }; // from sockets already closed
+  // call:started's resume_token: a reconnect (or a reload, via sessionStorage) continues the
+  // conversation on any server worker instead of starting over (issue 12).
+  #resumeToken = resumeStore.get();
 
   constructor(options = {}) {
     super();
@@ -147,6 +150,7 @@ export class SandraRealtime extends Emitter {
     const started = await this.#socket.request("call:start", { language: this.language }, { timeout: this.options.requestTimeoutMs });
     this.callActive = true;
     if (started.language) this.language = started.language;
+    this.#keepResume(started.resume_token);
     return started;
   }
 
@@ -178,6 +182,7 @@ export class SandraRealtime extends Emitter {
       }
     } finally {
       const wasActive = this.callActive;
+      this.#keepResume(null);
       this.#teardown();
       this.#stopMic();
       this.#hangingUp = false;
@@ -262,7 +267,7 @@ export class SandraRealtime extends Emitter {
     try {
       if (this.options.microphone && !this.#mic) this.#mic = await openMicrophone();
       this.setMuted(this.muted);
-      await this.#openSession();
+      await this.#openSession({ resume: true });
     } catch (err) {
       this.dispatch("connection", { state: "failed" });
       this.#teardown();
@@ -271,16 +276,25 @@ export class SandraRealtime extends Emitter {
     }
   }
 
-  async #openSession() {
+  async #openSession({ resume = false } = {}) {
     const fetched = this.options.fetchIceServers ? await fetchIceServers(this.options.baseUrl, this.options.token) : null;
-    this.#peer = await PeerSession.open({
+    const open = (resumeToken) => PeerSession.open({
       baseUrl: this.options.baseUrl,
       iceServers: [...this.options.iceServers, ...(fetched ?? [])],
       iceTransportPolicy: this.options.iceTransportPolicy,
       token: this.options.token,
       micTrack: this.#mic?.getAudioTracks()[0] ?? null,
       onRemoteStream: (stream) => this.#attachRemote(stream),
+      resumeToken,
     });
+    const resumeToken = resume ? this.#resumeToken : null;
+    try {
+      this.#peer = await open(resumeToken);
+    } catch (err) {
+      if (!resumeToken || err.code !== "invalid_resume_token") throw err;
+      this.#keepResume(null); // that conversation is over: a fresh call instead
+      this.#peer = await open(null);
+    }
     this.sessionId = this.#peer.id;
     const peer = this.#peer;
     peer.pc.addEventListener("connectionstatechange", () => {
@@ -300,7 +314,10 @@ export class SandraRealtime extends Emitter {
         if (socket === this.#socket) this.#lost("no pong");
         return;
       }
-      if (type === "call:ended") this.callActive = false;
+      if (type === "call:ended") {
+        this.callActive = false;
+        if (message.reason !== "resumed elsewhere") this.#keepResume(null);
+      }
       if (type === "error" && message.source === undefined) message = { ...message, source: "server" };
       this.dispatch(type, message, meta);
     });
@@ -331,14 +348,14 @@ export class SandraRealtime extends Emitter {
       return;
     }
     this.#reconnecting = true;
-    this.#teardown({ hangUp: true });
+    this.#teardown({ hangUp: !this.#resumeToken }); // resumable: the server keeps the conversation
     try {
       for (let attempt = 1; attempt <= this.options.reconnectAttempts; attempt++) {
         this.dispatch("reconnecting", { attempt, reason: why });
         await new Promise((r) => setTimeout(r, 500 * 2 ** (attempt - 1)));
         if (this.#hangingUp) return;
         try {
-          await this.#openSession();
+          await this.#openSession({ resume: true });
           if (resumeCall) {
             await this.#socket.request("call:start", { language: this.language }, { timeout: this.options.requestTimeoutMs });
             this.callActive = true;
@@ -346,7 +363,7 @@ export class SandraRealtime extends Emitter {
           this.dispatch("reconnected", { session_id: this.sessionId, attempt });
           return;
         } catch (err) {
-          this.#teardown({ hangUp: true });
+          this.#teardown({ hangUp: !this.#resumeToken });
           if (attempt === this.options.reconnectAttempts) {
             const wasActive = this.callActive || resumeCall;
             this.callActive = false;
@@ -359,6 +376,11 @@ export class SandraRealtime extends Emitter {
     } finally {
       this.#reconnecting = false;
     }
+  }
+
+  #keepResume(token) {
+    this.#resumeToken = token ?? null;
+    resumeStore.set(this.#resumeToken);
   }
 
   #teardown({ hangUp = true } = {}) {
@@ -427,3 +449,22 @@ export async function openMicrophone() {
     }
   }
 }
+
+// The resume token survives a reload of the page (not the tab: sessionStorage).
+const resumeStore = {
+  get() {
+    try {
+      return globalThis.sessionStorage?.getItem("sandra.resume") ?? null;
+    } catch {
+      return null;
+    }
+  },
+  set(token) {
+    try {
+      if (token) globalThis.sessionStorage?.setItem("sandra.resume", token);
+      else globalThis.sessionStorage?.removeItem("sandra.resume");
+    } catch {
+      // storage refused (private mode): resume within this page only
+    }
+  },
+};

@@ -11,6 +11,8 @@ command -v chromium >/dev/null || need+=(chromium)
 # --- issue 11 (security): coturn, a real TURN server for the relay test (started by the test on 127.0.0.1)
 command -v turnserver >/dev/null || need+=(coturn)
 # --- end issue 11
+# issue 12 (cluster): redis-server, for `--workers N` without REDIS_URL and for the cluster tests
+command -v redis-server >/dev/null || need+=(redis-server)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ]; then
   echo "Installing system packages: ${need[*]}"

@@ -7,9 +7,7 @@ link and its QR code (see :mod:`server.security.links`).
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
-import signal
 import sys
 import time
 
@@ -41,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="listen port (default from [server] port)")
     parser.add_argument(
         "--workers", type=int, default=1,
-        help="server processes sharing the port (SO_REUSEPORT); each owns its own calls and max_sessions",
+        help="server processes sharing the port (SO_REUSEPORT) and one Redis (REDIS_URL, or a private "
+             "redis-server when installed); a worker that dies is restarted",
     )
     args = parser.parse_args(argv)
     env = dict(os.environ)
@@ -66,37 +65,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
 
-    context = multiprocessing.get_context("spawn")
-    ready = [context.Event() for _ in range(args.workers)]
-    workers = [context.Process(target=serve, args=(config, True, r), daemon=True) for r in ready]
-    requested: list[int] = []
+    from .cluster import supervisor  # --workers N: restarts dead workers; needs Redis (issue 12)
 
-    def forward(worker: multiprocessing.process.BaseProcess, signum: int) -> None:
-        if worker.pid is not None and worker.is_alive():
-            os.kill(worker.pid, signum)
-
-    def stop(signum: int, frame: object) -> None:
-        requested.append(signum)
-        for worker, started in zip(workers, ready):  # each worker drains its own calls
-            if started.is_set():
-                forward(worker, signum)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    for worker in workers:
-        worker.start()
-    for worker, started in zip(workers, ready):
-        while not started.wait(0.2) and worker.is_alive():
-            pass  # a worker still importing: a signal now would kill it instead of draining it
-        if requested:
-            forward(worker, requested[-1])
-    for worker in workers:
-        worker.join()
-    codes = [w.exitcode or 0 for w in workers]
-    for number, code in enumerate(codes):
-        if code != 0:
-            print(f"sandra: worker {number} exited with {code}", file=sys.stderr)
-    return 0 if all(c == 0 for c in codes) else 1
+    return supervisor.run(config, args.workers)
 
 
 if __name__ == "__main__":

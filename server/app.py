@@ -21,6 +21,7 @@ from pathlib import Path
 from aiohttp import web
 
 from . import __version__, admin, providers
+from . import cluster as clustering
 from .config import Config
 from .errors import CapacityError, OfferError
 from .media.ice import restrict_host_addresses
@@ -97,7 +98,10 @@ async def offer(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     ip = client_ip(request, request.app[ADDRESS])
     per_minute = config.limits.offers_per_minute
-    wait = await request.app[LIMITS].take(f"offers:{ip}", per_minute / 60.0, per_minute)
+    try:  # the limits are cluster-wide with Redis: without it, no new calls
+        wait = await request.app[LIMITS].take(f"offers:{ip}", per_minute / 60.0, per_minute)
+    except clustering.ClusterUnavailable as exc:
+        return error(503, "cluster_unavailable", str(exc))
     if wait > 0:
         response = error(429, "rate_limited", f"too many offers from {ip}: try again in {math.ceil(wait)} s")
         response.headers.update(_retry_after(wait))
@@ -127,22 +131,34 @@ async def offer(request: web.Request) -> web.Response:
         return error(400, "bad_offer", "'sdp' must be a non-empty string")
     if len(sdp.encode()) > MAX_SDP_BYTES:
         return error(400, "sdp_too_large", f"the SDP is larger than {MAX_SDP_BYTES} bytes")
+    resume_token = body.get("resume_token")
+    if resume_token is not None and (not isinstance(resume_token, str) or len(resume_token) > 512):
+        return error(400, "invalid_resume_token", "'resume_token' must be the token call:started gave")
     try:
-        session_id, answer = await request.app[SESSIONS].answer(sdp, guest)
+        session_id, answer = await request.app[SESSIONS].answer(sdp, guest, resume_token)
     except OfferError as exc:
         return error(400, exc.code, str(exc))
     except TooManyCalls as exc:
         return error(429, "too_many_calls", str(exc))
     except CapacityError as exc:
         return error(503, "at_capacity", str(exc))
+    except clustering.ResumeError as exc:
+        return error(400, "invalid_resume_token", f"{exc}: start a new call")
+    except clustering.SessionBusy as exc:
+        return error(409, "session_busy", str(exc))
+    except clustering.ClusterUnavailable as exc:
+        return error(503, "cluster_unavailable", str(exc))
     return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": session_id})
 
 
 async def hang_up(request: web.Request) -> web.Response:
     if (refused := _admin(request, required=False)) is not None:
         return refused
-    if await request.app[SESSIONS].hang_up(request.match_info["session_id"]):
-        return web.json_response({"status": "closed"})
+    try:
+        if await request.app[SESSIONS].hang_up(request.match_info["session_id"]):
+            return web.json_response({"status": "closed"})
+    except clustering.ClusterUnavailable as exc:
+        return error(503, "cluster_unavailable", str(exc))
     return error(404, "no_such_session", "no call with that session id")
 
 
@@ -188,15 +204,19 @@ async def guest_link(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response(
-        {
-            "status": "ok",
-            "service": "Sandra IA",
-            "version": __version__,
-            "webrtc": {"connections": len(request.app[SESSIONS])},
-            "providers": request.app[PROVIDERS].names(),
-        }
-    )
+    view = await request.app[SESSIONS].cluster.view()
+    body = {
+        "status": view.status,
+        "service": "Sandra IA",
+        "version": __version__,
+        "webrtc": {"connections": view.connections},
+        "providers": request.app[PROVIDERS].names(),
+    }
+    if view.reason:
+        body["reason"] = view.reason
+    if view.redis:
+        body["cluster"] = view.to_json()
+    return web.json_response(body)
 
 
 async def metrics_json(request: web.Request) -> web.Response:
@@ -206,16 +226,18 @@ async def metrics_json(request: web.Request) -> web.Response:
         window_s = float(request.query["window_s"]) if "window_s" in request.query else None
     except ValueError:
         return error(400, "bad_query", "window_s must be a number of seconds")
-    return web.json_response(
-        {
-            "timestamp": now_ms(),
-            "connections": len(sessions),
-            "sessions": sessions.summary(),
-            "latency": request.app[METRICS].latency_summary(),
-            "turn_taking": request.app[METRICS].turn_taking(),
-            "process": {**process_stats(), "loop_lag_ms": request.app[LOOP].summary(window_s), "pid": os.getpid()},
-        }
-    )
+    view = await sessions.cluster.view()
+    body = {
+        "timestamp": now_ms(),
+        "connections": view.connections,
+        "sessions": view.sessions(),
+        "latency": request.app[METRICS].latency_summary(),
+        "turn_taking": request.app[METRICS].turn_taking(),
+        "process": {**process_stats(), "loop_lag_ms": request.app[LOOP].summary(window_s), "pid": os.getpid()},
+    }
+    if view.redis:
+        body["cluster"] = view.to_json()
+    return web.json_response(body)
 
 
 async def metric_names(request: web.Request) -> web.Response:
@@ -224,7 +246,8 @@ async def metric_names(request: web.Request) -> web.Response:
 
 
 async def metrics_prometheus(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[METRICS].prometheus(), content_type="text/plain", charset="utf-8")
+    text = await request.app[SESSIONS].cluster.prometheus(request.app[METRICS].prometheus())
+    return web.Response(body=text, content_type="text/plain", charset="utf-8")
 
 
 def _page(path: Path):  # type: ignore[no-untyped-def]
@@ -282,13 +305,17 @@ def create_app(
     app[LIMITS] = limit_store if limit_store is not None else MemoryLimitStore()
     app[ADDRESS] = ClientAddress(config.server.trusted_proxies)
     app[PROVIDERS] = provider_set if provider_set is not None else providers.create(config)
-    app[SESSIONS] = Sessions(config, app[PROVIDERS], app[METRICS], app[LIMITS])
+    cluster = clustering.create(config)
+    if limit_store is None and getattr(cluster, "limits", None) is not None:
+        app[LIMITS] = cluster.limits  # the rate limits and max_calls hold cluster-wide
+    app[SESSIONS] = Sessions(config, app[PROVIDERS], app[METRICS], app[LIMITS], cluster)
     app[LOOP] = LoopMonitor()
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         restrict_host_addresses(config.webrtc.host_addresses)
         await app[PROVIDERS].start()
         log.info("providers: %s", app[PROVIDERS].names())
+        await app[SESSIONS].cluster.start(app[SESSIONS])
         monitor = asyncio.get_running_loop().create_task(app[LOOP].run(), name="loop-monitor")
         try:
             yield
@@ -297,6 +324,7 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await monitor
             await app[SESSIONS].close_all()
+            await app[SESSIONS].cluster.aclose()
             await app[PROVIDERS].aclose()
 
     app.cleanup_ctx.append(lifetime)

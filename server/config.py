@@ -9,7 +9,8 @@ Environment overrides:
 - ``SANDRA_<SECTION>_<KEY>`` for any scalar key, e.g. ``SANDRA_VAD_END_SILENCE_MS=400``;
 - secrets: ``SANDRA_AUTH_TOKEN``, ``SANDRA_JWT_SECRET``, ``SANDRA_ADMIN_TOKEN``, ``SANDRA_TURN_SECRET``, ``ANTHROPIC_API_KEY``, ``CARTESIA_API_KEY``, ``CARTESIA_VOICE_ID``,
   ``STT_API_KEY`` (or ``OPENAI_API_KEY``);
-- vendor endpoints: ``ANTHROPIC_BASE_URL``, ``CARTESIA_BASE_URL``, ``STT_BASE_URL``.
+- vendor endpoints: ``ANTHROPIC_BASE_URL``, ``CARTESIA_BASE_URL``, ``STT_BASE_URL``;
+- the cluster: ``REDIS_URL``, ``REDIS_ENABLED`` (``auto``/``true``/``false``), ``SANDRA_RESUME_SECRET``.
 
 A provider set to ``"auto"`` picks the cloud vendor when its key is present and the
 embedded offline provider otherwise.
@@ -197,6 +198,28 @@ class RecordingConfig:
     keep_days: float = 30.0
 
 
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Several workers (processes, machines) sharing one Redis; see server/cluster/."""
+
+    # redis://host:port/db (REDIS_URL). Empty: one process, everything in memory.
+    redis_url: str = ""
+    # REDIS_ENABLED: auto (on when redis_url is set) | true | false
+    enabled: str = "auto"
+    # A worker refreshes its registry entry this often; its sessions vanish after ttl.
+    heartbeat_s: float = 1.0
+    heartbeat_ttl_s: float = 3.0
+    # Longest a Redis command may take before an offer is refused (503 cluster_unavailable).
+    redis_timeout_s: float = 1.0
+    key_prefix: str = "sandra"
+    # DELETE /api/sessions/{id} on another worker: how long to wait for the owner.
+    hang_up_timeout_s: float = 5.0
+
+    @property
+    def active(self) -> bool:
+        return self.enabled != "false" and bool(self.redis_url)
+
+
 @dataclass(frozen=True, repr=False)
 class Secrets:
     """API keys and vendor endpoints. ``repr`` never shows a value."""
@@ -217,6 +240,9 @@ class Secrets:
     admin_token: str | None = None
     # coturn's static-auth-secret: TURN credentials for [webrtc] turn_urls.
     turn_secret: str | None = None
+    # Signs resume tokens (SANDRA_RESUME_SECRET); unset: a random secret shared through
+    # Redis (or per process without it).
+    resume_secret: str | None = None
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{f.name}={'set' if getattr(self, f.name) else None}" for f in fields(self))
@@ -238,6 +264,7 @@ class Config:
     recording: RecordingConfig = field(default_factory=RecordingConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     secrets: Secrets = field(default_factory=Secrets)
     root: Path = ROOT
 
@@ -351,10 +378,16 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None, *
         "SANDRA_PORT": "SANDRA_SERVER_PORT",
         "MAX_SESSIONS": "SANDRA_SERVER_MAX_SESSIONS",
         "SESSION_TTL": "SANDRA_SERVER_SESSION_TTL_S",
+        "REDIS_URL": "SANDRA_CLUSTER_REDIS_URL",
+        "REDIS_ENABLED": "SANDRA_CLUSTER_ENABLED",
     }
     for alias, full in aliases.items():
         if alias in env and full not in env:
             env[full] = env[alias]
+    if "SANDRA_CLUSTER_ENABLED" in env:  # REDIS_ENABLED=true|false (also 1/0, yes/no, on/off)
+        flag = env["SANDRA_CLUSTER_ENABLED"].strip().lower()
+        env["SANDRA_CLUSTER_ENABLED"] = {"1": "true", "yes": "true", "on": "true",
+                                         "0": "false", "no": "false", "off": "false"}.get(flag, flag)
 
     sections = {
         name: _section(name, eval_type(kind), raw.get(name, {}), env) for name, kind in _SECTIONS.items()
@@ -371,6 +404,7 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None, *
         jwt_secret=env.get("SANDRA_JWT_SECRET") or None,
         admin_token=env.get("SANDRA_ADMIN_TOKEN") or None,
         turn_secret=env.get("SANDRA_TURN_SECRET") or None,
+        resume_secret=env.get("SANDRA_RESUME_SECRET") or None,
     )
     auth = sections["auth"]
     if auth.mode == "auto":
@@ -429,3 +463,12 @@ def _validate(config: Config) -> None:
     for key in ("offers_per_minute", "messages_per_second", "messages_per_minute"):
         if getattr(config.limits, key) <= 0:
             raise ConfigError(f"[limits] {key} must be positive")
+    cluster = config.cluster
+    if cluster.enabled not in ("auto", "true", "false"):
+        raise ConfigError(f"[cluster] enabled (REDIS_ENABLED) must be auto, true or false (got {cluster.enabled!r})")
+    if cluster.enabled == "true" and not cluster.redis_url:
+        raise ConfigError("REDIS_ENABLED=true needs REDIS_URL ([cluster] redis_url)")
+    if cluster.redis_url and not cluster.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("[cluster] redis_url must start with redis://, rediss:// or unix://")
+    if not 0 < cluster.heartbeat_s < cluster.heartbeat_ttl_s:
+        raise ConfigError("[cluster] heartbeat_ttl_s must be longer than heartbeat_s (and both positive)")

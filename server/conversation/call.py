@@ -155,6 +155,12 @@ class Call:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._defects: list[float] = []
         self._faults_fired: set[int] = set()  # [scripted] fault = "handler"
+        # Set by Sessions (server/cluster): the token call:started hands out, whether this
+        # call continues a conversation, and who hears that its conversation changed.
+        self.resume_token: str | None = None
+        self.resumed = False
+        self.on_change: Callable[[Call], None] = lambda call: None
+        self._revision = 0
         self._closing: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         # The call's record: the transcript always (the admin view), files when [recording] enabled.
@@ -180,6 +186,11 @@ class Call:
     @property
     def state(self) -> State:
         return self.core.state
+
+    def restore(self, language: str, history: list[ChatMessage], turn_id: int) -> None:
+        """This call continues a conversation (a resumed session): no greeting, same history."""
+        self.core.restore(language, history, turn_id)
+        self.resumed = True
 
     # --- wiring: aiortc's handlers only post to the inbox ------------------------------
 
@@ -247,6 +258,9 @@ class Call:
                 elif item.state in ("failed", "closed"):
                     self.close(f"connection {item.state}")
         self.perform(self.core.take())
+        if self.core.revision != self._revision:  # language or history changed: resumable state
+            self._revision = self.core.revision
+            self.on_change(self)
 
     def perform(self, todo: list[actions.Action]) -> None:
         for action in todo:
@@ -379,7 +393,9 @@ class Call:
             case _ if token and not self.authenticated:
                 self.send(events.Error("unauthorized", "send 'auth' first", id=message.id))
             case protocol.CallStart():
-                self.core.call_start(message.language, at, message.id)
+                extra = {"resume_token": self.resume_token, "resumed": True if self.resumed else None}
+                self.core.call_start(message.language, at, message.id, greet=not self.resumed,
+                                     extra={k: v for k, v in extra.items() if v is not None})
             case protocol.Message():
                 if not self.guard.allow_typed(at):  # typed-message limit: not answered
                     self.send(events.Error("rate_limited", "too many typed messages: wait a minute", id=message.id))

@@ -192,6 +192,7 @@ class TurnTaking:
         self.language = language
         self.detect_language = False  # set the language from the first transcript
         self.history: list[ChatMessage] = []
+        self.revision = 0  # moves on whenever what a resumed call needs (language, history) changes
         self.echo_suppressed = 0
         self._no_speech = no_speech_threshold
         self._wall_offset = wall_offset
@@ -216,17 +217,31 @@ class TurnTaking:
         if self.state is State.IDLE:
             self._go(State.LISTENING)
 
-    def call_start(self, language: str | None, at: float, message_id: object = None, *, greet: bool = True) -> None:
-        """``call:start``: the call's language (None or "auto": detect it), then the greeting."""
+    def call_start(
+        self, language: str | None, at: float, message_id: object = None, *, greet: bool = True,
+        extra: dict[str, object] | None = None,
+    ) -> None:
+        """``call:start``: the call's language (None or "auto": detect it), then the greeting
+        (``greet`` False: a resumed conversation is not greeted again). ``extra``: more
+        fields for ``call:started``."""
         if language in (None, "auto"):
-            self.detect_language = True
+            self.detect_language = self.detect_language or not self.history
         else:
             self.language = language
             self.detect_language = False
+        self.revision += 1
         self.listen(at)
-        self._send(CallStarted(self.language, id=message_id))  # type: ignore[arg-type]
+        self._send(CallStarted(self.language, id=message_id, extra=extra or None))  # type: ignore[arg-type]
         if greet:
             self._begin_reply_turn("greeting", at, script="greeting")
+
+    def restore(self, language: str, history: list[ChatMessage], turn_id: int) -> None:
+        """Continue a conversation (a resumed session) before the call starts."""
+        self.language = language
+        self.history[:] = history[-MAX_HISTORY:]
+        self.turn_id = turn_id
+        self.caller_turns = sum(1 for m in history if m.role == "user")
+        self.revision += 1
 
     def end(self, at: float) -> None:
         """Hang-up: everything under way is cancelled."""
@@ -760,6 +775,7 @@ class TurnTaking:
         if message.text:
             self.history.append(message)
             del self.history[:-MAX_HISTORY]
+            self.revision += 1
 
     def _send_metrics(self, turn: Turn, timings: ReplyTimings, *, interrupted: bool) -> None:
         values: dict[str, float | None] = {
