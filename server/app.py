@@ -16,7 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import __version__, providers
+from . import __version__, providers, turn
 from .config import Config
 from .errors import CapacityError, OfferError
 from .media.ice import restrict_host_addresses
@@ -148,6 +148,8 @@ async def json_errors(request: web.Request, handler):  # type: ignore[no-untyped
 
 def create_app(config: Config, provider_set: providers.Providers | None = None) -> web.Application:
     """The Sandra application. ``provider_set`` defaults to the configured providers."""
+    # HOOK(eot): a "smart" end-of-turn detector without its model file is a startup error.
+    turn.check(config)
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_SDP_BYTES * 2)
     app[CONFIG] = config
     app[METRICS] = Metrics()

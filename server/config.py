@@ -75,6 +75,26 @@ class VADConfig:
 
 
 @dataclass(frozen=True)
+class TurnConfig:
+    """End of turn and two-step barge-in (issue 10; server/turn/)."""
+
+    detector: str = "smart"  # smart (audio model + words) | silence ([vad] end_silence_ms alone)
+    # Silence after which the detector is first asked; the turn ends at max_silence_ms whatever it says.
+    min_silence_ms: int = 200
+    max_silence_ms: int = 2000
+    # Voice over Sandra longer than this confirms a barge-in even without words.
+    confirm_ms: int = 1200
+    # After a false alarm (noise, backchannel) Sandra resumes within this of its end.
+    resume_ms: int = 400
+    # Smart Turn probability at or above which the audio says "complete".
+    threshold: float = 0.5
+    # The Smart Turn v3.2 ONNX file (scripts/fetch-smart-turn.py puts it there).
+    model: str = "server/turn/data/smart-turn-v3.2-cpu.onnx"
+    # onnxruntime intra-op threads per inference.
+    threads: int = 1
+
+
+@dataclass(frozen=True)
 class AudioConfig:
     # How far ahead of the wire the outbound queue may run (backpressure beyond it).
     outbound_lead_ms: int = 120
@@ -158,6 +178,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     webrtc: WebRTCConfig = field(default_factory=WebRTCConfig)
     vad: VADConfig = field(default_factory=VADConfig)
+    turn: TurnConfig = field(default_factory=TurnConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     stt: STTConfig = field(default_factory=STTConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
@@ -302,7 +323,25 @@ def _validate(config: Config) -> None:
         value = getattr(vad, key)
         if value < 0 or value % 20:
             raise ConfigError(f"[vad] {key} must be a non-negative multiple of 20 ms (got {value})")
+    _validate_turn(config.turn)
     if config.server.max_sessions < 1:
         raise ConfigError("[server] max_sessions must be at least 1")
     if config.audio.outbound_lead_ms < 20:
         raise ConfigError("[audio] outbound_lead_ms must be at least 20")
+
+
+def _validate_turn(turn: TurnConfig) -> None:
+    if turn.detector not in ("smart", "silence"):
+        raise ConfigError(f"[turn] detector must be \"smart\" or \"silence\" (got {turn.detector!r})")
+    for key in ("min_silence_ms", "max_silence_ms", "confirm_ms", "resume_ms"):
+        value = getattr(turn, key)
+        if value < 0 or value % 20:
+            raise ConfigError(f"[turn] {key} must be a non-negative multiple of 20 ms (got {value})")
+    if turn.min_silence_ms > turn.max_silence_ms:
+        raise ConfigError(
+            f"[turn] min_silence_ms ({turn.min_silence_ms}) must not exceed max_silence_ms ({turn.max_silence_ms})"
+        )
+    if not 0.0 < turn.threshold < 1.0:
+        raise ConfigError(f"[turn] threshold must be between 0 and 1 (got {turn.threshold})")
+    if not 1 <= turn.threads <= 16:
+        raise ConfigError(f"[turn] threads must be between 1 and 16 (got {turn.threads})")
