@@ -41,7 +41,6 @@ def chirp(seconds: float, amplitude: float = 8000.0, seed: int = 0) -> np.ndarra
         ("Can I have a late checkout for...", "en", "ends with 'for'"),
         ("I was wondering if", "en", "ends with 'if'"),
         ("Where can I park my", "en", "ends with 'my'"),
-        ("What time is check-in, um", "en", "trails off with 'um'"),
         ("Quisiera saber la", "es", "ends with 'la'"),
         ("¿Hay un supermercado y?", "es", "ends with 'y'"),
         ("Me gustaría reservar una mesa para.", "es", "ends with 'para'"),
