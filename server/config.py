@@ -74,6 +74,10 @@ class VADConfig:
     echo_return_db: float = -10.0
 
 
+# [turn] detector values (server/turn/detector.py implements them).
+TURN_DETECTORS = ("smart", "silence")
+
+
 @dataclass(frozen=True)
 class TurnConfig:
     """End of turn and two-step barge-in (issue 10; server/turn/)."""
@@ -331,7 +335,7 @@ def _validate(config: Config) -> None:
 
 
 def _validate_turn(turn: TurnConfig) -> None:
-    if turn.detector not in ("smart", "silence"):
+    if turn.detector not in TURN_DETECTORS:
         raise ConfigError(f"[turn] detector must be \"smart\" or \"silence\" (got {turn.detector!r})")
     for key in ("min_silence_ms", "max_silence_ms", "confirm_ms", "resume_ms"):
         value = getattr(turn, key)

@@ -22,13 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from ..config import Config, TurnConfig
+from ..config import TURN_DETECTORS, Config, TurnConfig
 from ..errors import ConfigError
 from .smart_turn import SmartTurnModel, check_model
 from .text_cues import unfinished
 
-DetectorName = Literal["smart", "silence"]
-DETECTORS: tuple[DetectorName, ...] = ("smart", "silence")
+DetectorName = Literal["smart", "silence"]  # TURN_DETECTORS, as a type
 
 
 @dataclass(frozen=True)
@@ -108,4 +107,4 @@ def create(config: Config) -> EndOfTurn:
     if turn.detector == "smart":
         model = SmartTurnModel(config.path(turn.model), threads=turn.threads, where=f"[turn] model = {turn.model!r}")
         return SmartDetector(model, turn.threshold)
-    raise ConfigError(f"[turn] detector = {turn.detector!r} is not one of: {', '.join(DETECTORS)}")
+    raise ConfigError(f"[turn] detector = {turn.detector!r} is not one of: {', '.join(TURN_DETECTORS)}")
