@@ -21,6 +21,7 @@ from pathlib import Path
 from aiohttp import web
 
 from . import __version__, admin, providers
+from . import turn as end_of_turn
 from . import cluster as clustering
 from .config import Config
 from .errors import CapacityError, OfferError
@@ -292,6 +293,7 @@ def create_app(
 ) -> web.Application:
     """The Sandra application. ``provider_set`` defaults to the configured providers,
     ``limit_store`` to an in-process :class:`MemoryLimitStore`."""
+    end_of_turn.check(config)  # a "smart" end-of-turn detector without its model file is a startup error
     app = web.Application(
         middlewares=[
             cors_middleware(config.server.cors_origins),
@@ -315,6 +317,8 @@ def create_app(
         restrict_host_addresses(config.webrtc.host_addresses)
         await app[PROVIDERS].start()
         log.info("providers: %s", app[PROVIDERS].names())
+        # The end-of-turn model, loaded once for every call (blocking: off the loop).
+        app[SESSIONS].detector = await asyncio.get_running_loop().run_in_executor(None, end_of_turn.evidence, config)
         await app[SESSIONS].cluster.start(app[SESSIONS])
         monitor = asyncio.get_running_loop().create_task(app[LOOP].run(), name="loop-monitor")
         try:

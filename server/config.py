@@ -88,17 +88,33 @@ class VADConfig:
     echo_return_db: float = -10.0
 
 
+# [turn] detector values (server/turn/detector.py implements them).
+TURN_DETECTORS = ("smart", "silence")
+
+
 @dataclass(frozen=True)
 class TurnConfig:
-    """Turn-taking (server/conversation/turns.py, README "Turn-taking")."""
+    """End of turn and two-step barge-in (issue 10; server/turn/)."""
 
-    detector: str = "smart"  # "smart" (end-of-turn model + words) | "silence" ([vad] end_silence_ms)
-    min_silence_ms: int = 200  # silence before the utterance is judged
-    max_silence_ms: int = 2000  # the turn ends by then whatever the verdict
-    rejudge_ms: int = 400  # judged again after this much more silence
-    confirm_ms: int = 1200  # voice over Sandra held this long is a real interruption (0: no pause, cut at once)
-    resume_ms: int = 400  # after a false alarm she resumes within this of the end of the sound
-    sound_end_ms: int = 100  # silence that ends an interrupting sound
+    detector: str = "smart"  # smart (audio model + words) | silence ([vad] end_silence_ms alone)
+    # Silence after which the detector is first asked; the turn ends at max_silence_ms whatever it says.
+    min_silence_ms: int = 200
+    max_silence_ms: int = 2000
+    # Voice over Sandra longer than this confirms a barge-in even without words.
+    confirm_ms: int = 1200
+    # After a false alarm (noise, backchannel) Sandra resumes within this of its end.
+    resume_ms: int = 400
+    # Smart Turn probability at or above which the audio says "complete".
+    threshold: float = 0.5
+    # The Smart Turn v3.2 ONNX file (scripts/fetch-smart-turn.py puts it there).
+    model: str = "server/turn/data/smart-turn-v3.2-cpu.onnx"
+    # onnxruntime intra-op threads per inference.
+    threads: int = 1
+    # Judge again after this much more silence (0: never; measured: more silence makes
+    # unfinished turns sound finished, see README "Turn-taking").
+    rejudge_ms: int = 0
+    # Silence that ends a sound over Sandra (then: backchannel or real interruption?).
+    sound_end_ms: int = 100
 
 
 @dataclass(frozen=True)
@@ -427,17 +443,7 @@ def _validate(config: Config) -> None:
         value = getattr(vad, key)
         if value < 0 or value % 20:
             raise ConfigError(f"[vad] {key} must be a non-negative multiple of 20 ms (got {value})")
-    turn = config.turn
-    if turn.detector not in ("smart", "silence"):
-        raise ConfigError('[turn] detector must be "smart" or "silence"')
-    for key in ("min_silence_ms", "max_silence_ms", "rejudge_ms", "sound_end_ms"):
-        value = getattr(turn, key)
-        if value <= 0 or value % 20:
-            raise ConfigError(f"[turn] {key} must be a positive multiple of 20 ms (got {value})")
-    if turn.max_silence_ms <= turn.min_silence_ms:
-        raise ConfigError("[turn] max_silence_ms must be more than min_silence_ms")
-    if turn.confirm_ms < 0 or turn.resume_ms < 0:
-        raise ConfigError("[turn] confirm_ms and resume_ms must not be negative")
+    _validate_turn(config.turn)
     if config.scripted.fault not in FAULTS:
         raise ConfigError(f"[scripted] fault must be one of {', '.join(repr(f) for f in FAULTS)}")
     if config.server.connect_timeout_s <= 0:
@@ -472,3 +478,22 @@ def _validate(config: Config) -> None:
         raise ConfigError("[cluster] redis_url must start with redis://, rediss:// or unix://")
     if not 0 < cluster.heartbeat_s < cluster.heartbeat_ttl_s:
         raise ConfigError("[cluster] heartbeat_ttl_s must be longer than heartbeat_s (and both positive)")
+
+
+def _validate_turn(turn: TurnConfig) -> None:
+    if turn.detector not in TURN_DETECTORS:
+        raise ConfigError(f"[turn] detector must be \"smart\" or \"silence\" (got {turn.detector!r})")
+    for key in ("min_silence_ms", "max_silence_ms", "confirm_ms", "resume_ms", "rejudge_ms", "sound_end_ms"):
+        value = getattr(turn, key)
+        if value < 0 or value % 20:
+            raise ConfigError(f"[turn] {key} must be a non-negative multiple of 20 ms (got {value})")
+    if turn.min_silence_ms <= 0 or turn.sound_end_ms <= 0:
+        raise ConfigError("[turn] min_silence_ms and sound_end_ms must be positive")
+    if turn.min_silence_ms >= turn.max_silence_ms:
+        raise ConfigError(
+            f"[turn] min_silence_ms ({turn.min_silence_ms}) must be less than max_silence_ms ({turn.max_silence_ms})"
+        )
+    if not 0.0 < turn.threshold < 1.0:
+        raise ConfigError(f"[turn] threshold must be between 0 and 1 (got {turn.threshold})")
+    if not 1 <= turn.threads <= 16:
+        raise ConfigError(f"[turn] threads must be between 1 and 16 (got {turn.threads})")

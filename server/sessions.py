@@ -11,7 +11,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 
 from . import cluster as clustering
 from .config import Config
-from .conversation.call import Call
+from .conversation.call import Call, TurnDetector
 from .errors import CapacityError, OfferError
 from .metrics import Metrics
 from .providers import Providers
@@ -54,6 +54,7 @@ class Sessions:
         store); ``cluster``: admission, hang-ups and conversations across workers."""
         self.config = config
         self.limits: LimitStore = limits if limits is not None else MemoryLimitStore()
+        self.detector: TurnDetector | None = None  # the end-of-turn evidence, set at startup
         self.draining = False
         self._guests: dict[str, Guest] = {}  # session -> the guest link it was opened with
         self.providers = providers
@@ -90,7 +91,7 @@ class Sessions:
                     raise TooManyCalls(f"this guest link already has {guest.max_calls} call(s) in progress")
             pc = RTCPeerConnection(rtc_configuration(self.config, session_id))
             call = Call(session_id, pc, config=self.config, providers=self.providers, metrics=self.metrics,
-                        on_closed=self._closed, guest=guest)
+                        on_closed=self._closed, guest=guest, detector=self.detector)
             if guest is not None:
                 self._guests[session_id] = guest
             call.resume_token = token

@@ -308,7 +308,7 @@ def test_events_are_typed():
 
 # --- smart end of turn ------------------------------------------------------------------------
 
-SMART = TurnPolicy(detector="smart", min_silence_ms=200, max_silence_ms=2000, rejudge_ms=400)
+SMART = TurnPolicy(detector="smart", min_silence_ms=200, max_silence_ms=2000, rejudge_ms=400)  # re-judging on
 
 
 def smart() -> Harness:

@@ -55,6 +55,10 @@ class TurnDetector(Protocol):
     def is_backchannel(self, text: str, language: str) -> bool:
         """Are these words only a backchannel ("uh-huh", "vale")?"""
 
+    @property
+    def smart(self) -> bool:
+        """Whether it has an audio model (else: the silence rule ends turns)."""
+
 
 INBOX_SIZE = 1024  # items; about 10 s of audio frames both ways
 DEFECTS_PER_MINUTE = 5  # more core failures than this end the call
@@ -124,7 +128,7 @@ class Call:
         self._clock = clock
         self.guard = CallGuard(config, guest, clock())  # per-call auth, message limits, greeting
         vad, turn = config.vad, config.turn
-        smart = turn.detector == "smart" and detector is not None
+        smart = turn.detector == "smart" and detector is not None and detector.smart
         policy = TurnPolicy("smart" if smart else "silence", turn.min_silence_ms, turn.max_silence_ms, turn.rejudge_ms,
                             turn.confirm_ms, turn.resume_ms, turn.sound_end_ms)
         end_silence_ms = turn.max_silence_ms if smart else vad.end_silence_ms

@@ -21,9 +21,9 @@ A typed message and the greeting go straight to ``thinking``. Each turn gets the
 - **End of turn** (``detector = "smart"``): after ``min_silence_ms`` of silence the
   utterance so far is transcribed (speculatively) and judged by the end-of-turn audio
   model; both verdicts in, :attr:`judge` says whether it is finished. Finished: the turn
-  ends now, with that transcript. Not finished: Sandra keeps listening and judges again
-  every ``rejudge_ms`` of further silence; the turn ends at ``max_silence_ms`` whatever
-  the verdict. If the caller goes on, the speculative transcript is thrown away and
+  ends now, with that transcript. Not finished: Sandra keeps listening (judging again
+  every ``rejudge_ms`` of further silence, if set); the turn ends at ``max_silence_ms``
+  whatever the verdict. If the caller goes on, the speculative transcript is thrown away and
   the whole utterance is transcribed again at the next pause. ``"silence"``: the turn
   ends after the segmenter's ``end_silence_ms``.
 - **Barge-in in two steps.** Speech over Sandra is *held* until it has been voiced for
@@ -96,7 +96,7 @@ class TurnPolicy:
     detector: str = "smart"  # "smart" | "silence"
     min_silence_ms: int = 200
     max_silence_ms: int = 2000
-    rejudge_ms: int = 400
+    rejudge_ms: int = 0  # 0: an unfinished verdict stands until max_silence_ms
     confirm_ms: int = 1200
     resume_ms: int = 400
     sound_end_ms: int = 100  # silence that ends an interrupting sound
@@ -455,7 +455,7 @@ class TurnTaking:
             turn.judged_ms = turn.silent_ms
             self._do(FinishTranscription(turn.id))
             self._do(JudgeAudio(turn.id, turn.seq, tuple(turn.utterance)))
-        elif turn.judged and turn.silent_ms - turn.judged_ms >= policy.rejudge_ms:
+        elif policy.rejudge_ms and turn.judged and turn.silent_ms - turn.judged_ms >= policy.rejudge_ms:
             turn.judged = False  # judge again: the longer silence is evidence too
             turn.judged_ms = turn.silent_ms
             self._do(JudgeAudio(turn.id, turn.seq, tuple(turn.utterance)))
