@@ -439,7 +439,9 @@ for (const b of ui.langs) {
   });
 }
 window.addEventListener("pagehide", () => {
-  if (sandra.callActive) sandra.endCall();
+  // A reload keeps the conversation: the next Call in this tab resumes it (the server ends
+  // the old connection when its heartbeat stops). The hang-up button really hangs up.
+  if (sandra.callActive) sandra.suspend();
 });
 
 applyLanguage();

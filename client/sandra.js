@@ -171,6 +171,19 @@ export class SandraRealtime extends Emitter {
     return this.#requireSocket().request("barge-in", {}, { timeout: this.options.requestTimeoutMs });
   }
 
+  /**
+   * Leave without hanging up (the page is being reloaded or left): the connection closes,
+   * and while the session lasts the next startCall() in this tab continues the same
+   * conversation (call:started {resumed: true}, no second greeting). Without a resume
+   * token this is endCall().
+   */
+  suspend() {
+    if (!this.#resumeToken) return this.endCall();
+    this.#teardown({ hangUp: false });
+    this.#stopMic();
+    return Promise.resolve();
+  }
+
   /** Hang up and release the microphone. Safe to call at any time, twice. */
   async endCall() {
     this.#hangingUp = true;
