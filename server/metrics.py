@@ -14,6 +14,8 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from .events import BargeIn, Event, Resume, TurnMetrics
+
 # The one list of per-turn latency metrics: Prometheus histograms, /api/metrics, the
 # ``metrics`` event and both pages (served to them as /metric-names.js) all use it.
 # name -> (English label, Spanish label) as the pages show them.
@@ -58,6 +60,20 @@ class Metrics:
         self.failures = Counter("sandra_failures", "Internal failures contained", ["part"], registry=self.registry)
         self.calls = Counter("sandra_calls", "Calls answered", registry=self.registry)
         self.connections = Gauge("sandra_connections", "Open peer connections", registry=self.registry)
+
+    def observe_event(self, event: Event) -> None:
+        """Count what a server event reports (every event a call sends passes here)."""
+        match event:
+            case TurnMetrics():
+                self.observe_turn(event.values)
+                if event.interrupted is False and event.kind is not None:
+                    self.turns.labels(event.kind).inc()
+            case BargeIn(tentative=True):
+                self.tentative_barge_ins.inc()
+            case BargeIn():
+                self.barge_ins.labels(event.source).inc()
+            case Resume():
+                self.resumes.inc()
 
     def observe_turn(self, values: Mapping[str, float | None]) -> None:
         for name in LATENCIES:

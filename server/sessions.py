@@ -11,7 +11,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 
 from . import cluster as clustering
 from .config import Config
-from .conversation.call import Call, TurnDetector
+from .conversation.call import Call
 from .errors import CapacityError, OfferError
 from .metrics import Metrics
 from .providers import Providers
@@ -19,6 +19,7 @@ from .security import turn
 from .security.calls import DRAIN_REASON
 from .security.guest import Guest
 from .security.limits import LimitStore, MemoryLimitStore
+from .turn import Evidence
 
 log = logging.getLogger("sandra.sessions")
 
@@ -54,7 +55,7 @@ class Sessions:
         store); ``cluster``: admission, hang-ups and conversations across workers."""
         self.config = config
         self.limits: LimitStore = limits if limits is not None else MemoryLimitStore()
-        self.detector: TurnDetector | None = None  # the end-of-turn evidence, set at startup
+        self.detector: Evidence | None = None  # the end-of-turn evidence, set at startup
         self.draining = False
         self._guests: dict[str, Guest] = {}  # session -> the guest link it was opened with
         self.providers = providers

@@ -19,88 +19,39 @@ import json
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 
 from .. import events, protocol, recording
 from ..config import Config
-from ..errors import ProtocolError
 from ..media import inbound, jitter
-from ..media.echo import EchoGuard
 from ..media.outbound import OutboundAudio
-from ..media.segmenter import SpeechSegmenter
 from ..metrics import Metrics
 from ..providers import Providers
 from ..providers.base import ChatMessage
-from ..security.calls import FLOOD_REASON, CallGuard
+from ..security.calls import CallGuard
 from ..security.guest import Guest
+from ..turn import Evidence
 from . import actions
+from .control import ControlChannel
+from .inbox import (
+    INBOX_SIZE,
+    ChannelOpened,
+    ConnectionState,
+    InFrame,
+    Item,
+    Message,
+    OutFrame,
+    TrackArrived,
+)
 from .jobs import Jobs, Result
-from .turns import State, TurnPolicy, TurnTaking
+from .turns import State, TurnTaking
 
 log = logging.getLogger("sandra.call")
 
-class TurnDetector(Protocol):
-    """End-of-turn evidence (server/turn/): loaded once per process, shared by the calls."""
-
-    def probability(self, pcm16k: bytes) -> float | None:
-        """The audio model's probability that the utterance is finished (CPU work)."""
-
-    def complete(self, probability: float | None, text: str, language: str) -> bool:
-        """Is the utterance finished, given that probability and its transcript?"""
-
-    def is_backchannel(self, text: str, language: str) -> bool:
-        """Are these words only a backchannel ("uh-huh", "vale")?"""
-
-    @property
-    def smart(self) -> bool:
-        """Whether it has an audio model (else: the silence rule ends turns)."""
-
-
-INBOX_SIZE = 1024  # items; about 10 s of audio frames both ways
 DEFECTS_PER_MINUTE = 5  # more core failures than this end the call
-
-
-@dataclass(frozen=True)
-class _Track:
-    track: MediaStreamTrack
-
-
-@dataclass(frozen=True)
-class _Channel:
-    channel: RTCDataChannel
-
-
-@dataclass(frozen=True)
-class _Message:
-    data: str | bytes
-    at: float
-
-
-@dataclass(frozen=True)
-class _Connection:
-    state: str
-
-
-@dataclass(frozen=True)
-class _InFrame:
-    pcm: bytes
-    voiced: bool
-    rms: float
-    at: float
-
-
-@dataclass(frozen=True)
-class _OutFrame:
-    at: float
-    rms: float
-    reply_id: int | None
-
-
-Item = _Track | _Channel | _Message | _Connection | _InFrame | _OutFrame | Result
 
 
 class Call:
@@ -113,7 +64,7 @@ class Call:
         providers: Providers,
         metrics: Metrics,
         on_closed: Callable[[Call], None] = lambda call: None,
-        detector: TurnDetector | None = None,
+        detector: Evidence | None = None,
         guest: Guest | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -127,38 +78,24 @@ class Call:
         self._on_closed = on_closed
         self._clock = clock
         self.guard = CallGuard(config, guest, clock())  # per-call auth, message limits, greeting
-        vad, turn = config.vad, config.turn
-        smart = turn.detector == "smart" and detector is not None and detector.smart
-        policy = TurnPolicy("smart" if smart else "silence", turn.min_silence_ms, turn.max_silence_ms, turn.rejudge_ms,
-                            turn.confirm_ms, turn.resume_ms, turn.sound_end_ms)
-        end_silence_ms = turn.max_silence_ms if smart else vad.end_silence_ms
-        self.core = TurnTaking(
-            SpeechSegmenter(start_ms=vad.start_ms, end_silence_ms=end_silence_ms, pre_roll_ms=vad.pre_roll_ms,
-                            barge_in_ms=vad.barge_in_ms),
-            EchoGuard(return_db=vad.echo_return_db, margin_db=vad.echo_margin_db),
-            policy=policy,
-            judge=detector.complete if detector is not None else (lambda p, text, language: True),
-            is_backchannel=detector.is_backchannel if detector is not None else (lambda text, language: False),
-            language=self.guard.language or "en",
-            no_speech_threshold=config.stt.no_speech_threshold,
-            wall_offset=time.time() - clock(),
-        )
+        self.core = TurnTaking.configured(config, detector, language=self.guard.language or "en",
+                                          wall_offset=time.time() - clock())
         self.outbound = OutboundAudio(
             sample_rate=config.audio.sample_rate, lead_ms=config.audio.outbound_lead_ms, clock=clock,
             on_frame=self._on_outbound_frame,
         )
         self.inbox: asyncio.Queue[Item] = asyncio.Queue(INBOX_SIZE)
+        smart = self.core.policy.detector == "smart" and detector is not None
         self.jobs = Jobs(self, providers, self.outbound, clock=clock,
-                         audio_model=detector.probability if smart and detector is not None else None)
+                         audio_model=detector.probability if smart else None)
         self.channel: RTCDataChannel | None = None
-        self.authenticated = False
+        self.control = ControlChannel(self)
         self.created_at = clock()
         self.connected_at: float | None = None
         self.last_activity = self.created_at
         self.close_reason: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._defects: list[float] = []
-        self._faults_fired: set[int] = set()  # [scripted] fault = "handler"
         # Set by Sessions (server/cluster): the token call:started hands out, whether this
         # call continues a conversation, and who hears that its conversation changed.
         self.resume_token: str | None = None
@@ -191,6 +128,10 @@ class Call:
     def state(self) -> State:
         return self.core.state
 
+    @property
+    def authenticated(self) -> bool:
+        return self.control.authenticated
+
     def restore(self, language: str, history: list[ChatMessage], turn_id: int) -> None:
         """This call continues a conversation (a resumed session): no greeting, same history."""
         self.core.restore(language, history, turn_id)
@@ -200,9 +141,9 @@ class Call:
 
     def attach(self) -> None:
         """Subscribe to the peer connection's events; call before setRemoteDescription."""
-        self.pc.on("track", lambda track: self.post(_Track(track)))
-        self.pc.on("datachannel", lambda channel: self.post(_Channel(channel)))
-        self.pc.on("connectionstatechange", lambda: self.post(_Connection(self.pc.connectionState)))
+        self.pc.on("track", lambda track: self.post(TrackArrived(track)))
+        self.pc.on("datachannel", lambda channel: self.post(ChannelOpened(channel)))
+        self.pc.on("connectionstatechange", lambda: self.post(ConnectionState(self.pc.connectionState)))
         self.spawn(self._run(), "inbox")
         self.spawn(self._watchdog(), "watchdog")
 
@@ -220,7 +161,7 @@ class Call:
             self.close("internal_error")
 
     def _on_outbound_frame(self, at: float, rms: float, is_reply: bool) -> None:
-        self.post(_OutFrame(at, rms, self.outbound.reply_id if is_reply else None))
+        self.post(OutFrame(at, rms, self.outbound.reply_id if is_reply else None))
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=f"{self.session_id}:{name}")
@@ -240,23 +181,23 @@ class Call:
 
     def _handle(self, item: Item) -> None:
         match item:
-            case _InFrame():
+            case InFrame():
                 self.last_activity = item.at
                 self.core.frame(item.pcm, item.voiced, item.rms, item.at)
-            case _OutFrame():
+            case OutFrame():
                 self.core.outbound_frame(item.at, item.rms, item.reply_id)
             case Result():
                 item.apply(self.core, self._clock())
-            case _Message():
+            case Message():
                 self.last_activity = item.at
-                self._on_message(item.data, item.at)
-            case _Track():
+                self.control.handle(item.data, item.at)
+            case TrackArrived():
                 self._on_track(item.track)
-            case _Channel():
+            case ChannelOpened():
                 if item.channel.label == "control":
                     self.channel = item.channel
-                    item.channel.on("message", lambda data: self.post(_Message(data, self._clock())))
-            case _Connection():
+                    item.channel.on("message", lambda data: self.post(Message(data, self._clock())))
+            case ConnectionState():
                 if item.state == "connected":
                     self.connected_at = self.last_activity = self._clock()
                 elif item.state in ("failed", "closed"):
@@ -281,7 +222,7 @@ class Call:
                     self.jobs.perform(action)
 
     async def _defect(self, item: Item, exc: Exception) -> None:
-        if isinstance(item, _Message):
+        if isinstance(item, Message):
             log.error("call %s: handling a message failed", self.session_id, exc_info=exc)
             self.metrics.failures.labels("message").inc()
             self.send(events.Error("internal_error", f"the message could not be handled ({type(exc).__name__})",
@@ -319,7 +260,7 @@ class Call:
         vad = self.config.vad
         try:
             await inbound.consume(
-                track, lambda pcm, voiced, rms, at: self.post(_InFrame(pcm, voiced, rms, at)),
+                track, lambda pcm, voiced, rms, at: self.post(InFrame(pcm, voiced, rms, at)),
                 aggressiveness=vad.aggressiveness, energy_margin_db=vad.energy_margin_db, clock=self._clock,
                 tap=self.recorder.caller_frame if self.recorder.recording else None,
             )
@@ -349,72 +290,14 @@ class Call:
     # --- the control channel ---------------------------------------------------------
 
     def send(self, event: events.Event) -> None:
-        match event:
-            case events.StateChanged():
-                if event.state in ("thinking", "speaking"):
-                    self.quiet.clear()
-                else:
-                    self.quiet.set()
-            case events.TurnMetrics():
-                self.metrics.observe_turn(event.values)
-                if event.interrupted is False and event.kind is not None:
-                    self.metrics.turns.labels(event.kind).inc()
-            case events.BargeIn(tentative=True):
-                self.metrics.tentative_barge_ins.inc()
-            case events.BargeIn():
-                self.metrics.barge_ins.labels(event.source).inc()
-            case events.Resume():
-                self.metrics.resumes.inc()
+        if isinstance(event, events.StateChanged):
+            (self.quiet.clear if event.state in ("thinking", "speaking") else self.quiet.set)()
+        self.metrics.observe_event(event)
         wire = event.to_dict()
         self.recorder.event(wire, self._clock())
         channel = self.channel
         if channel is not None and channel.readyState == "open":
             channel.send(json.dumps(wire, separators=(",", ":"), ensure_ascii=False))
-
-    def _on_message(self, data: str | bytes, at: float) -> None:
-        match self.guard.on_message(at):  # datachannel rate limit, before anything else
-            case "drop":
-                self.send(events.Error("rate_limited", "too many messages: slow down", id=protocol.message_id(data)))
-                return
-            case "close":
-                self.close(FLOOD_REASON)
-                return
-        try:
-            message = protocol.parse(data)
-        except ProtocolError as exc:
-            self.send(events.Error(exc.code, str(exc), id=exc.message_id))
-            return
-        token = self.guard.required()  # the static token needs auth first; a guest link does not
-        match message:
-            case protocol.Ping():
-                self.send(events.Pong(message.t, time.time() * 1000, id=message.id))
-            case protocol.Auth():
-                if not self.guard.accepts(message.token, time.time()):  # a guest JWT or the static token
-                    self.send(events.Error("unauthorized", "invalid token", id=message.id))
-                    return
-                self.authenticated = True
-                self.send(events.AuthOk(self.session_id, id=message.id))
-            case _ if token and not self.authenticated:
-                self.send(events.Error("unauthorized", "send 'auth' first", id=message.id))
-            case protocol.CallStart():
-                extra = {"resume_token": self.resume_token, "resumed": True if self.resumed else None}
-                self.core.call_start(message.language, at, message.id, greet=not self.resumed,
-                                     extra={k: v for k, v in extra.items() if v is not None})
-            case protocol.Message():
-                if not self.guard.allow_typed(at):  # typed-message limit: not answered
-                    self.send(events.Error("rate_limited", "too many typed messages: wait a minute", id=message.id))
-                    return
-                turn = self.core.caller_turns + 1
-                if self.config.scripted.fault == "handler" and turn in self.config.scripted.fault_turns:
-                    if turn not in self._faults_fired:
-                        self._faults_fired.add(turn)
-                        raise RuntimeError(f"injected handler defect on turn {turn}")
-                self.core.typed(message.text, at, message.id)
-                self.recorder.turn(recording.TurnRecord(self.core.turn_id, "guest", "text", message.text, at, at))
-            case protocol.BargeIn():
-                self.core.client_barge_in(at, message.id)
-            case protocol.CallEnd():
-                self.close("caller hung up")
 
     # --- hang-up ---------------------------------------------------------------------
 

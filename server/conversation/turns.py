@@ -52,6 +52,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from ..events import (
     BargeIn,
@@ -84,6 +85,10 @@ from .actions import (
     StartReply,
     StartTranscription,
 )
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..turn import Evidence
 
 MAX_HISTORY = 60
 FRAME_MS = 20
@@ -205,6 +210,25 @@ class TurnTaking:
         self._unwinding: dict[int, Turn] = {}  # cancelled replies the shell has not reported gone
         self._deferred: list[Callable[[], None]] = []  # waits for the unwinding to finish
         self._turns: dict[int, Turn] = {}
+
+    @classmethod
+    def configured(
+        cls, config: Config, evidence: Evidence | None, *, language: str = "en", wall_offset: float = 0.0
+    ) -> TurnTaking:
+        """The core for a call under ``config`` (``[vad]``, ``[turn]``), with the process's
+        end-of-turn ``evidence`` (None, or one without an audio model: the silence rule)."""
+        vad, turn = config.vad, config.turn
+        smart = turn.detector == "smart" and evidence is not None and evidence.smart
+        policy = TurnPolicy("smart" if smart else "silence", turn.min_silence_ms, turn.max_silence_ms,
+                            turn.rejudge_ms, turn.confirm_ms, turn.resume_ms, turn.sound_end_ms)
+        segmenter = SpeechSegmenter(start_ms=vad.start_ms, end_silence_ms=turn.max_silence_ms if smart else vad.end_silence_ms,
+                                    pre_roll_ms=vad.pre_roll_ms, barge_in_ms=vad.barge_in_ms)
+        return cls(
+            segmenter, EchoGuard(return_db=vad.echo_return_db, margin_db=vad.echo_margin_db), policy=policy,
+            judge=evidence.complete if evidence is not None else _always_complete,
+            is_backchannel=evidence.is_backchannel if evidence is not None else _never_backchannel,
+            language=language, no_speech_threshold=config.stt.no_speech_threshold, wall_offset=wall_offset,
+        )
 
     def take(self) -> list[Action]:
         actions, self._actions = self._actions, []
