@@ -216,10 +216,7 @@ class Sessions:
         await asyncio.gather(*list(self._forgetting.values()), return_exceptions=True)
 
     async def _drain_call(self, call: Call, timeout_s: float) -> None:
-        try:  # Sandra finishes what she is saying
-            await asyncio.wait_for(call.quiet.wait(), timeout_s)
-        except TimeoutError:
-            pass
+        await call.finish_sentence(timeout_s)
         call.close(DRAIN_REASON)
         await call.wait_closed()
 

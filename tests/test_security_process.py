@@ -87,7 +87,9 @@ async def test_sigterm_drains_a_call_in_progress_then_exits_0(tmp_path):
             ended = await peer.wait_for("call:ended", timeout=20)
             assert ended["reason"] == "server_restarting"
             done = [e for e in peer.events if e["type"] == "response:done"]
-            assert done and done[0]["interrupted"] is False  # Sandra finished what she was saying
+            assert done and done[0]["interrupted"] is False  # Sandra finished the sentence she was saying
+            greeting = "Hi, I'm Sandra, your concierge. How can I help?"
+            assert done[0]["text"] and greeting.startswith(done[0]["text"])
             assert peer.types().index("response:done") < peer.types().index("call:ended")
             assert proc.wait(timeout=30) == 0
         finally:

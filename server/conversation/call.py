@@ -301,6 +301,15 @@ class Call:
 
     # --- hang-up ---------------------------------------------------------------------
 
+    async def finish_sentence(self, timeout_s: float) -> None:
+        """Let Sandra finish the sentence she is saying (at most ``timeout_s``): a draining
+        server's last courtesy before it ends the call."""
+        self.jobs.wind_down()
+        try:
+            await asyncio.wait_for(self.quiet.wait(), timeout_s)
+        except TimeoutError:
+            pass
+
     def close(self, reason: str = "closed") -> asyncio.Task[None]:
         """Hang up (idempotent). Returns the task doing it; await :meth:`wait_closed`."""
         if self._closing is None:

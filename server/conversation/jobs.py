@@ -278,7 +278,13 @@ class Jobs:
     def _finished(self, turn_id: int, job: _Reply) -> None:
         if self._replies.get(turn_id) is job:
             del self._replies[turn_id]
-        self._call.post(ReplyFinished(turn_id, job.reply.text, _timings(job.reply)))
+        reply = job.reply
+        self._call.post(ReplyFinished(turn_id, reply.said if reply.winding_down else reply.text, _timings(reply)))
+
+    def wind_down(self) -> None:
+        """Every reply stops at the end of the sentence it is speaking (a draining server)."""
+        for job in self._replies.values():
+            job.reply.winding_down = True
 
     async def _apologize(self, action: actions.StartReply, job: _Reply) -> None:
         """Say sorry after a failure, out loud if the voice still works, else in writing."""

@@ -41,6 +41,14 @@ class Reply:
     llm_first_at: float | None = None
     tts_sent_at: float | None = None
     tts_first_at: float | None = None
+    # Stop at the end of the sentence being spoken (a draining server): no more text is
+    # synthesised, what is queued plays out.
+    winding_down: bool = False
+
+    @property
+    def said(self) -> str:
+        """The sentences spoken to their end."""
+        return " ".join(text for _, text in self.spoken).strip()
 
     def played_text(self, samples_played: int, samples_written: int) -> str:
         """What the caller heard, given how many samples of this reply left the track:
@@ -123,16 +131,20 @@ async def speak(
             if chunk.text:
                 reply.spoken.append((outbound.reply_written, chunk.text))
                 reply.current = reply.current[len(chunk.text) :].strip() if reply.current.startswith(chunk.text) else ""
+                if reply.winding_down:
+                    break  # the end of the sentence she was saying
         tail = resampler.flush()
         if tail:
             await outbound.write(tail)
 
     try:
         async with asyncio.TaskGroup() as group:
-            group.create_task(writer())
+            writing = group.create_task(writer())
             # The player runs in the caller's own task: cancelling that task (barge-in)
             # stops the audio writes at once, even if the player was about to run.
             await player()
+            if reply.winding_down:
+                writing.cancel()  # no more of the reply: the LLM stream closes
     except BaseExceptionGroup as failed:
         raise failed.exceptions[0] from None  # the provider's own error, for the apology
     finally:
