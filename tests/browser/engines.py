@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from playwright.sync_api import Error as PlaywrightError
+
 ENGINES = ("chromium", "firefox")
 
 CHROMIUM = os.environ.get("SANDRA_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -262,10 +264,14 @@ class PulseAudio:
         done = subprocess.run(["pactl", "get-default-source"], env=self._env, capture_output=True, text=True, timeout=5)
         return done.returncode == 0 and done.stdout.strip() == "mic"
 
-    def speak(self, wav: Path) -> subprocess.Popen[bytes]:
-        """Start playing ``wav`` into the virtual microphone; returns the paplay process."""
+    def speak(self, wav: Path, volume: int = 65536) -> subprocess.Popen[bytes]:
+        """Start playing ``wav`` into the virtual microphone; returns the paplay process.
+
+        ``volume`` is PulseAudio's (65536: as recorded; the scale is cubic, 16384 is -36 dB,
+        quiet enough that Firefox's gain control pumps the noise and Whisper mishears)."""
         return subprocess.Popen(
-            ["paplay", "--device=vmic", str(wav)], env=self._env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            ["paplay", "--device=vmic", f"--volume={volume}", str(wav)],
+            env=self._env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
 
     def record(self, sink: str, raw_file: Path) -> subprocess.Popen[bytes]:
@@ -286,6 +292,11 @@ class PulseAudio:
             self._noise.wait()
         if self._noise_thread is not None:
             self._noise_thread.join(timeout=2)
+        if self._noise is not None and self._noise.stdin is not None:
+            try:
+                self._noise.stdin.close()
+            except BrokenPipeError:
+                pass
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -360,7 +371,7 @@ class Browsers:
         for browser in self._open.values():
             try:
                 browser.close()
-            except Exception:  # noqa: BLE001 - a browser that already died must not keep the others open
+            except PlaywrightError:  # one that already died must not keep the others open
                 pass
         self._open.clear()
         if self.pulse:
