@@ -7,6 +7,12 @@ need=()
   || ldconfig -p 2>/dev/null | grep -q libespeak-ng.so.1 || need+=(espeak-ng libespeak-ng1)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v chromium >/dev/null || need+=(chromium)
+# issue 14 (firefox): the browser tests also run in Firefox ESR (driven by Playwright over
+# WebDriver BiDi), whose microphone is a private PulseAudio daemon's virtual source
+# (pulseaudio-utils: pactl, paplay, parec, pacat).
+command -v firefox-esr >/dev/null || need+=(firefox-esr)
+command -v pulseaudio >/dev/null || need+=(pulseaudio)
+for tool in pactl paplay parec pacat; do command -v "$tool" >/dev/null || { need+=(pulseaudio-utils); break; }; done
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ]; then
   echo "Installing system packages: ${need[*]}"
