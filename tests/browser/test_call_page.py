@@ -176,3 +176,16 @@ def test_spanish_switch_translates_the_page_and_starts_the_call_in_spanish(call_
     wait_event(call_page, "response:delta")
     screenshot(call_page, "call-desktop-spanish")  # -firefox in Firefox
     call_page.click(".lang-opt[data-lang=en]")  # back to English for the next test (localStorage)
+
+
+@both_engines
+def test_a_tap_restarts_audio_the_browser_stopped(call_page: Any) -> None:
+    # What iOS Safari does when it interrupts the audio session, or any browser whose
+    # autoplay policy refused to start the remote audio: the next tap starts it again.
+    start_call(call_page)
+    audio_paused = "document.querySelector('#remote-audio').paused"
+    call_page.evaluate(f"document.querySelector('#remote-audio').pause(), {audio_paused}")
+    assert call_page.evaluate(audio_paused) is True
+    call_page.click("#transcript")
+    call_page.wait_for_function(f"!{audio_paused}", timeout=3000)
+    assert call_page.evaluate("window.sandra.audioContext.state") == "running"
