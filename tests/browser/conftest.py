@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from .engines import ENGINES, Browsers, PulseAudio, launch_chromium
+from .engines import ENGINES, Browsers
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "test-output"
@@ -200,7 +200,7 @@ def quiet_browser(browsers: Browsers, fake_mics: dict[str, Path]) -> Any:
 
 @pytest.fixture
 def browser_engine(request: pytest.FixtureRequest) -> str:
-    """"chromium", or each engine for a test marked ``@both_engines``."""
+    """The engine: "chromium", or each engine in turn for a test marked ``@both_engines``."""
     return getattr(request, "param", "chromium")
 
 
@@ -213,15 +213,6 @@ def browser(browsers: Browsers, browser_engine: str, fake_mics: dict[str, Path])
     yield browsers.get(browser_engine, fake_mics["silence"])
     stray = browsers.outside_requests()
     assert stray == [], f"{browser_engine} tried to reach beyond 127.0.0.1: {stray}"
-
-
-@pytest.fixture
-def pulse(browsers: Browsers, browser_engine: str) -> PulseAudio:
-    """Firefox's PulseAudio daemon (``pulse.speak(wav)`` talks into its microphone)."""
-    assert browser_engine == "firefox", "only Firefox listens to PulseAudio"
-    browsers.get("firefox")
-    assert browsers.pulse is not None
-    return browsers.pulse
 
 
 # --- page helpers -----------------------------------------------------------------------
