@@ -181,8 +181,9 @@ class PulseAudio:
     """A private PulseAudio daemon with a virtual microphone. ``close()`` stops it.
 
     Runs in user mode in the foreground, as a child we own (as root too: PulseAudio warns
-    that it "is not intended to be run as root" and works; ``--system`` would need the
-    ``pulse`` user, a system-wide socket and D-Bus, none of which a test should touch).
+    that it "is not intended to be run as root" and works, tried here; ``--system`` was
+    not tried: it is the system-wide daemon, with the ``pulse`` user and a system socket,
+    which a test has no business starting).
     ``-n`` loads no default.pa: no hardware, no D-Bus, no X11, no network modules.
     """
 

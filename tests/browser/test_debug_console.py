@@ -1,8 +1,8 @@
 """The datachannel debug console: every flow by hand, and the server's error handling.
 
 The whole call and the request-id check run in Chromium and in Firefox (``@both_engines``);
-the raw-message test copies to the clipboard, whose permissions Playwright grants only in
-Chromium, so it runs there."""
+the raw-message test copies to the clipboard with Chromium's clipboard permissions (not
+tried in Firefox), so it runs in Chromium only."""
 
 from __future__ import annotations
 
