@@ -419,6 +419,11 @@ sandra.on("reconnected", () => {
 sandra.on("error", (msg) => showError(msg.message ?? "Something went wrong."));
 
 ui.call.addEventListener("click", startCall);
+// If the browser refused to start Sandra's audio (autoplay), any later tap on the page
+// unlocks it: iOS Safari and Firefox only let audio start inside a user gesture.
+document.addEventListener("pointerdown", () => {
+  if (sandra.callActive && (ui.audio.paused || sandra.audioContext?.state !== "running")) sandra.unlockAudio();
+}, { capture: true });
 ui.hangup.addEventListener("click", hangUp);
 ui.mute.addEventListener("click", () => setMuted(!sandra.muted));
 ui.interrupt.addEventListener("click", () => {

@@ -35,6 +35,11 @@ const DEFAULTS = {
   reconnectAttempts: 3,
 };
 
+// Firefox's AudioContext.outputLatency asks the audio backend synchronously; with Firefox
+// ESR 153 on PulseAudio it froze the page mid-call (until the slow-script watchdog) in two
+// runs out of three, never once it was not read. There baseLatency alone is used.
+const OUTPUT_LATENCY_MAY_BLOCK = /\bFirefox\//.test(globalThis.navigator?.userAgent ?? "");
+
 const MIC_CONSTRAINTS = { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 };
 
 export class SandraRealtime extends Emitter {
@@ -223,7 +228,7 @@ export class SandraRealtime extends Emitter {
   /** Delay from "this audio left the server" to "the caller hears it" (jitter buffer + output), in ms. */
   playoutDelayMs() {
     const ctx = this.audioContext;
-    const outputS = ctx ? (ctx.outputLatency || ctx.baseLatency || 0) : 0;
+    const outputS = ctx ? ((OUTPUT_LATENCY_MAY_BLOCK ? 0 : ctx.outputLatency) || ctx.baseLatency || 0) : 0;
     return this.#jitter.ms + outputS * 1000;
   }
 

@@ -13,6 +13,12 @@ command -v turnserver >/dev/null || need+=(coturn)
 # --- end issue 11
 # issue 12 (cluster): redis-server, for `--workers N` without REDIS_URL and for the cluster tests
 command -v redis-server >/dev/null || need+=(redis-server)
+# issue 14 (firefox): the browser tests also run in Firefox ESR (driven by Playwright over
+# WebDriver BiDi), whose microphone is a private PulseAudio daemon's virtual source
+# (pulseaudio-utils: pactl, paplay, parec, pacat).
+command -v firefox-esr >/dev/null || need+=(firefox-esr)
+command -v pulseaudio >/dev/null || need+=(pulseaudio)
+for tool in pactl paplay parec pacat; do command -v "$tool" >/dev/null || { need+=(pulseaudio-utils); break; }; done
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ]; then
   echo "Installing system packages: ${need[*]}"

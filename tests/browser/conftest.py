@@ -1,10 +1,14 @@
-"""Real-browser fixtures: a Sandra server subprocess, the system Chromium, fake microphones.
+"""Real-browser fixtures: a Sandra server subprocess, the system Chromium and Firefox ESR,
+fake microphones.
 
 Chromium's fake capture device plays a WAV file in a loop as the microphone. The speech
 file is synthesised here with espeak-ng: a few seconds of silence (Sandra greets first),
 the guest's question once, then silence long enough that a test never hears it twice.
-Every browser and server started here is stopped by its fixture; all traffic is on
-127.0.0.1 with no STUN/TURN server.
+Firefox hears a PulseAudio virtual microphone instead, into which a test plays the
+question when it wants (engines.py). Tests marked ``@both_engines`` run in each engine
+(the ``browser_engine`` fixture); the others in Chromium. One browser per engine (and
+microphone) serves the whole package. Every browser, daemon and server started here is
+stopped by its fixture; all traffic is on 127.0.0.1 with no STUN/TURN server.
 """
 
 from __future__ import annotations
@@ -25,11 +29,11 @@ from typing import Any
 
 import pytest
 
+from .engines import ENGINES, Browsers
+
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "test-output"
 SCREENSHOTS = OUTPUT / "screenshots"
-CHROMIUM = os.environ.get("SANDRA_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-
 QUESTION = "What time is check-in?"
 LEAD_SILENCE_S = 9.0  # the greeting (about 6.5 s with espeak) plays while the microphone is silent
 TAIL_SILENCE_S = 14.0  # the file loops: the question comes back only after this
@@ -37,20 +41,6 @@ TAIL_SILENCE_S = 14.0  # the file loops: the question comes back only after this
 SCRIPTED = {"SANDRA_STT_PROVIDER": "scripted", "SANDRA_LLM_PROVIDER": "scripted", "SANDRA_TTS_PROVIDER": "scripted"}
 OFFLINE = {"SANDRA_STT_PROVIDER": "local", "SANDRA_LLM_PROVIDER": "concierge", "SANDRA_TTS_PROVIDER": "espeak"}
 
-CHROMIUM_ARGS = [
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-]
 
 
 # --- audio files ------------------------------------------------------------------------
@@ -84,7 +74,8 @@ def _speech_pcm(text: str, rate: int, tmp: Path) -> Any:
 
 @pytest.fixture(scope="session")
 def fake_mics(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """{"speech": the question between silences, "silence": a silent microphone} (48 kHz WAVs)."""
+    """48 kHz WAVs: "speech", the question between silences (Chromium's looping microphone);
+    "question", the question alone (played into Firefox's virtual microphone); "silence"."""
     import numpy as np
 
     if not shutil.which("espeak-ng"):
@@ -94,8 +85,9 @@ def fake_mics(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     speech = _speech_pcm(QUESTION, rate, tmp)
     lead = np.zeros(int(LEAD_SILENCE_S * rate), np.int16)
     tail = np.zeros(int(TAIL_SILENCE_S * rate), np.int16)
-    files = {"speech": tmp / "speech.wav", "silence": tmp / "silence.wav"}
+    files = {"speech": tmp / "speech.wav", "question": tmp / "question.wav", "silence": tmp / "silence.wav"}
     _write_pcm_wav(files["speech"], np.concatenate([lead, speech, tail]), rate)
+    _write_pcm_wav(files["question"], np.concatenate([speech, np.zeros(rate // 2, np.int16)]), rate)
     _write_pcm_wav(files["silence"], np.zeros(rate * 10, np.int16), rate)
     return files
 
@@ -184,29 +176,43 @@ def scripted_server() -> Iterator[SandraServer]:
 # --- browser ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def playwright_driver() -> Iterator[Any]:
     from playwright import sync_api
 
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: run `make test` (it installs it) or apt-get install chromium")
     with sync_api.sync_playwright() as p:
         yield p
 
 
-def launch_chromium(playwright: Any, microphone_wav: Path) -> Any:
-    return playwright.chromium.launch(
-        executable_path=CHROMIUM,
-        args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={microphone_wav}"],
-    )
+@pytest.fixture(scope="package")
+def browsers(playwright_driver: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browsers]:
+    """The browsers of the whole package (and Firefox's PulseAudio daemon), closed at its end."""
+    pool = Browsers(playwright_driver, tmp_path_factory.mktemp("engines"))
+    yield pool
+    pool.close()
 
 
-@pytest.fixture(scope="module")
-def quiet_browser(playwright_driver: Any, fake_mics: dict[str, Path]) -> Iterator[Any]:
+@pytest.fixture(scope="package")
+def quiet_browser(browsers: Browsers, fake_mics: dict[str, Path]) -> Any:
     """Chromium whose microphone hears silence: typed turns only, no voice turns."""
-    browser = launch_chromium(playwright_driver, fake_mics["silence"])
-    yield browser
-    browser.close()
+    return browsers.get("chromium", fake_mics["silence"])
+
+
+@pytest.fixture
+def browser_engine(request: pytest.FixtureRequest) -> str:
+    """The engine: "chromium", or each engine in turn for a test marked ``@both_engines``."""
+    return getattr(request, "param", "chromium")
+
+
+both_engines = pytest.mark.parametrize("browser_engine", ENGINES, indirect=True)
+
+
+@pytest.fixture
+def browser(browsers: Browsers, browser_engine: str, fake_mics: dict[str, Path]) -> Iterator[Any]:
+    """A browser of ``browser_engine`` whose microphone is silent (Firefox's until a test speaks)."""
+    yield browsers.get(browser_engine, fake_mics["silence"])
+    stray = browsers.outside_requests()
+    assert stray == [], f"{browser_engine} tried to reach beyond 127.0.0.1: {stray}"
 
 
 # --- page helpers -----------------------------------------------------------------------
@@ -251,9 +257,15 @@ def page_errors(page: Any) -> list[str]:
     return errors
 
 
+def engine_of(page: Any) -> str:
+    return page.context.browser.browser_type.name
+
+
 def screenshot(page: Any, name: str) -> Path:
+    """test-output/screenshots/<name>.png (Chromium) or <name>-<engine>.png (another engine)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
+    engine = engine_of(page)
+    path = SCREENSHOTS / (f"{name}.png" if engine == "chromium" else f"{name}-{engine}.png")
     page.screenshot(path=str(path), animations="disabled")
     return path
 
@@ -277,9 +289,9 @@ def close_page(page: Any, errors: list[str]) -> None:
 
 
 @pytest.fixture
-def call_page(quiet_browser: Any, scripted_server: SandraServer) -> Iterator[Any]:
+def call_page(browser: Any, scripted_server: SandraServer) -> Iterator[Any]:
     """The call page, desktop-sized, on the scripted server, with events recorded."""
-    page, errors = open_page(quiet_browser, f"{scripted_server.url}/", viewport={"width": 1280, "height": 800})
+    page, errors = open_page(browser, f"{scripted_server.url}/", viewport={"width": 1280, "height": 800})
     yield page
     close_page(page, errors)
 

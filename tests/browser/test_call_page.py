@@ -1,4 +1,6 @@
-"""The call page on the scripted server: typed turns, barge-in, hang-up, language, API shape."""
+"""The call page on the scripted server: typed turns, barge-in, hang-up, language, API shape.
+
+Each test runs in Chromium and in Firefox (``@both_engines``)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from .conftest import (
     STATUS_SHAPE,
     SandraServer,
     assert_shape,
+    both_engines,
     close_page,
     events,
     open_page,
@@ -26,6 +29,7 @@ def start_call(page: Any) -> dict[str, Any]:
     return wait_event(page, "response:done", timeout=GREETING_DONE)
 
 
+@both_engines
 def test_status_and_metrics_have_the_documented_shape_before_a_call(call_page: Any) -> None:
     status = call_page.evaluate("window.sandra.getStatus()")
     assert_shape(status, STATUS_SHAPE)
@@ -38,6 +42,7 @@ def test_status_and_metrics_have_the_documented_shape_before_a_call(call_page: A
     assert call_page.is_visible("#call") and not call_page.is_visible("#hangup")
 
 
+@both_engines
 def test_the_public_api_of_sandra_js(call_page: Any) -> None:
     api = call_page.evaluate(
         """async () => {
@@ -58,8 +63,9 @@ def test_the_public_api_of_sandra_js(call_page: Any) -> None:
     assert api["same"] is True
 
 
-def test_a_denied_microphone_says_so_and_leaves_the_page_usable(quiet_browser: Any, scripted_server: SandraServer) -> None:
-    page, errors = open_page(quiet_browser, f"{scripted_server.url}/", viewport={"width": 1280, "height": 800})
+@both_engines
+def test_a_denied_microphone_says_so_and_leaves_the_page_usable(browser: Any, scripted_server: SandraServer) -> None:
+    page, errors = open_page(browser, f"{scripted_server.url}/", viewport={"width": 1280, "height": 800})
     # What a browser does when the guest taps "Block".
     page.evaluate(
         """() => {
@@ -75,6 +81,7 @@ def test_a_denied_microphone_says_so_and_leaves_the_page_usable(quiet_browser: A
     close_page(page, errors)
 
 
+@both_engines
 def test_a_typed_message_gets_a_streamed_spoken_reply(call_page: Any) -> None:
     greeting = start_call(call_page)
     assert greeting["interrupted"] is False
@@ -100,6 +107,7 @@ def test_a_typed_message_gets_a_streamed_spoken_reply(call_page: Any) -> None:
     assert_shape(call_page.evaluate("window.sandra.getStatus()"), STATUS_SHAPE)
 
 
+@both_engines
 def test_interrupt_button_cuts_the_reply_and_closes_the_mouth(call_page: Any) -> None:
     greeting = start_call(call_page)
     call_page.fill("#text", "Tell me about the beach")
@@ -125,6 +133,7 @@ def test_interrupt_button_cuts_the_reply_and_closes_the_mouth(call_page: Any) ->
     assert wait_event(call_page, "state", f"m.state === 'listening' && m.turn_id === {turn}")
 
 
+@both_engines
 def test_hang_up_ends_the_call_and_frees_the_session(call_page: Any) -> None:
     start_call(call_page)
     status = call_page.evaluate("window.sandra.getStatus()")
@@ -156,6 +165,7 @@ def test_hang_up_ends_the_call_and_frees_the_session(call_page: Any) -> None:
     assert sessions_left == 0
 
 
+@both_engines
 def test_spanish_switch_translates_the_page_and_starts_the_call_in_spanish(call_page: Any) -> None:
     call_page.click(".lang-opt[data-lang=es]")
     assert call_page.get_attribute("html", "lang") == "es"
@@ -164,5 +174,18 @@ def test_spanish_switch_translates_the_page_and_starts_the_call_in_spanish(call_
     started = wait_event(call_page, "call:started")
     assert started["language"] == "es"
     wait_event(call_page, "response:delta")
-    screenshot(call_page, "call-desktop-spanish")
+    screenshot(call_page, "call-desktop-spanish")  # -firefox in Firefox
     call_page.click(".lang-opt[data-lang=en]")  # back to English for the next test (localStorage)
+
+
+@both_engines
+def test_a_tap_restarts_audio_the_browser_stopped(call_page: Any) -> None:
+    # What iOS Safari does when it interrupts the audio session, or any browser whose
+    # autoplay policy refused to start the remote audio: the next tap starts it again.
+    start_call(call_page)
+    audio_paused = "document.querySelector('#remote-audio').paused"
+    call_page.evaluate(f"document.querySelector('#remote-audio').pause(), {audio_paused}")
+    assert call_page.evaluate(audio_paused) is True
+    call_page.click("#transcript")
+    call_page.wait_for_function(f"() => !{audio_paused}", timeout=3000)
+    assert call_page.evaluate("window.sandra.audioContext.state") == "running"

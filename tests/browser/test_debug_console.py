@@ -1,4 +1,8 @@
-"""The datachannel debug console: every flow by hand, and the server's error handling."""
+"""The datachannel debug console: every flow by hand, and the server's error handling.
+
+The whole call and the request-id check run in Chromium and in Firefox (``@both_engines``);
+the raw-message test copies to the clipboard with Chromium's clipboard permissions (not
+tried in Firefox), so it runs in Chromium only."""
 
 from __future__ import annotations
 
@@ -7,17 +11,13 @@ from typing import Any
 
 import pytest
 
-from .conftest import SandraServer, close_page, open_page, screenshot, wait_event
+from .conftest import SandraServer, both_engines, close_page, open_page, screenshot, wait_event
 
 
 @pytest.fixture
-def console(quiet_browser: Any, scripted_server: SandraServer) -> Iterator[Any]:
-    page, errors = open_page(
-        quiet_browser,
-        f"{scripted_server.url}/debug",
-        viewport={"width": 1366, "height": 900},
-        permissions=["clipboard-read", "clipboard-write"],
-    )
+def console(browser: Any, browser_engine: str, scripted_server: SandraServer) -> Iterator[Any]:
+    clipboard = {"permissions": ["clipboard-read", "clipboard-write"]} if browser_engine == "chromium" else {}
+    page, errors = open_page(browser, f"{scripted_server.url}/debug", viewport={"width": 1366, "height": 900}, **clipboard)
     yield page
     close_page(page, errors)
 
@@ -32,6 +32,7 @@ def wait_log(page: Any, direction: str, kind: str, text: str = "") -> Any:
     return entry
 
 
+@both_engines
 def test_console_drives_a_whole_call(console: Any) -> None:
     console.click("#connect")
     wait_log(console, "out", "auth")
@@ -67,7 +68,7 @@ def test_console_drives_a_whole_call(console: Any) -> None:
     console.uncheck("#hide-noise")
     assert console.locator("#log .entry[data-type=pong]:visible").count() > 0
     console.check("#hide-noise")
-    screenshot(console, "debug-console")
+    screenshot(console, "debug-console")  # -firefox in Firefox
 
     console.click("#end")
     wait_log(console, "out", "call:end")
@@ -109,6 +110,7 @@ def test_raw_messages_exercise_the_servers_error_handling(console: Any) -> None:
     assert copied.count("\n") == 2 and all('"error"' in line for line in copied.splitlines())
 
 
+@both_engines
 def test_an_error_answer_echoes_the_request_id(console: Any) -> None:
     console.click("#connect")
     wait_log(console, "in", "auth:ok")

@@ -6,17 +6,19 @@ Times are handed in, so these checks are synchronous and exact: no audio, no wai
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .conftest import SandraServer
+from .engines import ENGINES, Browsers
 
 
-@pytest.fixture(scope="module")
-def js(quiet_browser: Any, scripted_server: SandraServer) -> Iterator[Any]:
-    """Evaluate ``body`` (an async function body) with the module imported as ``m``."""
-    context = quiet_browser.new_context()
+@pytest.fixture(scope="module", params=ENGINES)
+def js(request: pytest.FixtureRequest, browsers: Browsers, fake_mics: dict[str, Path], scripted_server: SandraServer) -> Iterator[Any]:
+    """Evaluate ``body`` (an async function body) with the module imported as ``m``, in each engine."""
+    context = browsers.get(request.param, fake_mics["silence"]).new_context()
     page = context.new_page()
     page.goto(f"{scripted_server.url}/debug")
 

@@ -1,14 +1,17 @@
 """A whole voice call through the call page, the guest's voice coming from a fake microphone.
 
 The server runs the real offline pipeline (local Whisper, knowledge-base concierge,
-espeak) when it is installed, else the scripted providers. Either way the guest's question
-is really spoken into Chromium's microphone, really sent over WebRTC, and Sandra's answer
-really arrives as audio: its energy is measured with a WebAudio AnalyserNode on the
-remote stream, and the avatar's mouth must move with the answer's visemes.
+espeak). The guest's question is really spoken into the browser's microphone (Chromium's
+fake capture file; Firefox's PulseAudio virtual microphone), really sent over WebRTC, and
+Sandra's answer really arrives as audio: its energy is measured with a WebAudio
+AnalyserNode on the remote stream, the page's <audio> element must be playing it, and the
+avatar's mouth must move with the answer's visemes. In Firefox the answer is also
+recorded from the PulseAudio sink the browser plays into: it really came out.
 """
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,20 +23,24 @@ from .conftest import (
     STATUS_SHAPE,
     SandraServer,
     assert_shape,
+    both_engines,
     close_page,
     events,
-    launch_chromium,
     open_page,
     sandra_server,
     screenshot,
     wait_event,
 )
+from .engines import Browsers
 
 ENERGY_PROBE = """() => {
   window.__energy = [];
   window.__mouth = [];
   const probe = (stream) => {
+    // Made once the caller has tapped Call: Firefox keeps an AudioContext made before any
+    // user gesture suspended.
     const ctx = new AudioContext();
+    ctx.resume();
     const analyser = ctx.createAnalyser();
     analyser.fftSize = 2048;
     ctx.createMediaStreamSource(stream).connect(analyser);
@@ -63,26 +70,93 @@ def voice_server() -> Iterator[SandraServer]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def speaking_browser(playwright_driver: Any, fake_mics: dict[str, Path]) -> Iterator[Any]:
-    browser = launch_chromium(playwright_driver, fake_mics["speech"])
-    yield browser
-    browser.close()
+QUIET_FOR_600_MS = """() => {
+  const since = performance.now() - 600;
+  const recent = window.__energy.filter((s) => s.at > since);
+  return recent.length >= 10 && recent.every((s) => s.rms < 0.002);
+}"""
+
+
+class Guest:
+    """A browser whose microphone will ask the question, and how to make it ask."""
+
+    def __init__(self, browsers: Browsers, engine: str, mics: dict[str, Path]) -> None:
+        self.engine = engine
+        self._browsers = browsers
+        self._question = mics["question"]
+        self._playing: list[subprocess.Popen[bytes]] = []
+        self._recording: subprocess.Popen[bytes] | None = None
+        # Chromium loops a file that asks after LEAD_SILENCE_S: nothing to do later.
+        self.browser = browsers.get("chromium", mics["speech"]) if engine == "chromium" else browsers.get("firefox")
+
+    def ask(self) -> None:
+        """Firefox: play the question into the virtual microphone now."""
+        if self.engine == "firefox":
+            assert self._browsers.pulse is not None
+            self._playing.append(self._browsers.pulse.speak(self._question))
+
+    def record_speakers(self) -> None:
+        """Firefox: record what the browser plays (the null sink ``speakers``)."""
+        if self.engine == "firefox":
+            assert self._browsers.pulse is not None
+            self._recorded = self._browsers.pulse.runtime / "speakers.raw"
+            self._recording = self._browsers.pulse.record("speakers", self._recorded)
+
+    def loudest_heard(self) -> float | None:
+        """RMS (0..1) of the loudest 100 ms of what Firefox played, or None in Chromium."""
+        if self._recording is None:
+            return None
+        import numpy as np
+
+        self._recording.terminate()
+        self._recording.wait(timeout=10)
+        self._recording = None
+        raw = self._recorded.read_bytes()
+        pcm = np.frombuffer(raw[: len(raw) // 2 * 2], np.int16).astype(np.float32) / 32768
+        blocks = pcm[: len(pcm) // 1600 * 1600].reshape(-1, 1600)
+        return float(np.sqrt((blocks**2).mean(axis=1)).max()) if len(blocks) else 0.0
+
+    def close(self) -> None:
+        for player in self._playing:
+            player.wait(timeout=10)
+        if self._recording is not None:
+            self._recording.kill()
+            self._recording.wait()
+
+
+@pytest.fixture
+def guest(browsers: Browsers, browser_engine: str, fake_mics: dict[str, Path]) -> Iterator[Guest]:
+    who = Guest(browsers, browser_engine, fake_mics)
+    yield who
+    who.close()
+    stray = browsers.outside_requests()
+    assert stray == [], f"{browser_engine} tried to reach beyond 127.0.0.1: {stray}"
 
 
 def window(samples: list[dict[str, Any]], start: float, end: float) -> list[dict[str, Any]]:
     return [s for s in samples if start <= s["at"] <= end]
 
 
-def test_a_spoken_question_is_transcribed_and_answered_out_loud(speaking_browser: Any, voice_server: SandraServer) -> None:
-    page, errors = open_page(speaking_browser, f"{voice_server.url}/", viewport={"width": 1280, "height": 800})
+@both_engines
+def test_a_spoken_question_is_transcribed_and_answered_out_loud(guest: Guest, voice_server: SandraServer) -> None:
+    page, errors = open_page(guest.browser, f"{voice_server.url}/", viewport={"width": 1280, "height": 800})
     page.evaluate(ENERGY_PROBE)
+    guest.record_speakers()
     page.click("#call")
 
     started = wait_event(page, "call:started")
     assert started["language"] == "en"
     greeting = wait_event(page, "response:done", timeout=20_000)
     assert greeting["interrupted"] is False and greeting["text"]
+    # The remote audio plays: in Firefox too, whose autoplay policy blocks audible media
+    # that no user gesture started (the Call tap unlocks it).
+    playing = page.evaluate("(() => { const a = document.querySelector('#remote-audio'); return [a.paused, a.currentTime]; })()")
+    assert playing[0] is False and playing[1] > 1, playing
+    # Ask once the greeting has been heard to its end (the page plays a little after the
+    # server's response:done), as a guest would: Firefox's echo canceller swallows words
+    # spoken over Sandra.
+    page.wait_for_function(QUIET_FOR_600_MS, timeout=5000)
+    guest.ask()
 
     # The question, spoken into the fake microphone, comes back as the caller's words.
     heard = wait_event(page, "transcript", "m.final", timeout=40_000)
@@ -93,7 +167,7 @@ def test_a_spoken_question_is_transcribed_and_answered_out_loud(speaking_browser
 
     wait_event(page, "state", f"m.state === 'speaking' && m.turn_id === {turn}", timeout=30_000)
     page.wait_for_function("() => window.sandraAvatar.mouthOpenness() > 0.3", timeout=5000)
-    screenshot(page, "call-desktop")
+    screenshot(page, "call-desktop")  # -firefox in Firefox
     # Listen to the first seconds of the answer, then cut it short with the Interrupt button.
     speaking_at = next(e["at"] for e in events(page, "state") if e.get("turn_id") == turn and e["state"] == "speaking")
     page.wait_for_function(f"() => window.__energy.at(-1).at > {speaking_at} + 2500", timeout=10_000)
@@ -132,6 +206,8 @@ def test_a_spoken_question_is_transcribed_and_answered_out_loud(speaking_browser
     assert client["audioChunksSent"] > 100 and client["audioChunksReceived"] > 100
     assert client["messagesSent"] > 3 and client["messagesReceived"] > client["messagesSent"]
     close_page(page, errors)
+    loudest = guest.loudest_heard()
+    assert loudest is None or loudest > 0.02, f"Firefox played nothing audible: loudest 100 ms at RMS {loudest}"
 
 
 def test_a_question_passed_on_to_the_host_shows_on_the_page(quiet_browser: Any, voice_server: SandraServer) -> None:
