@@ -196,3 +196,20 @@ def test_jitter_buffer_tolerates_reordering_and_wraparound():
     buffer = AudioJitterBuffer()
     _feed(buffer, [10, 11])
     assert _feed(buffer, [5000, 5001]) == [5000, 5001]  # a jump far ahead: start over there
+
+
+def test_a_loopback_server_drops_the_offers_other_candidates():
+    from server.media.ice import keep_loopback_candidates, loopback_only
+
+    sdp = (
+        "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+        "a=candidate:1 1 udp 2122260223 192.0.2.2 50000 typ host\r\n"
+        "a=candidate:2 1 udp 2122260223 127.0.0.1 50001 typ host\r\n"
+        "a=candidate:3 1 udp 2122260223 9f1c.local 50002 typ host\r\n"
+        "a=candidate:4 1 udp 41885439 127.0.0.1 50003 typ relay raddr 0.0.0.0 rport 0\r\n"
+        "a=end-of-candidates\r\n"
+    )
+    kept = keep_loopback_candidates(sdp)
+    assert [line.split()[4] for line in kept.splitlines() if line.startswith("a=candidate:")] == ["127.0.0.1"] * 2
+    assert "a=end-of-candidates" in kept and kept.startswith("v=0\r\nm=audio")
+    assert loopback_only(["127.0.0.1", "::1"]) and not loopback_only([]) and not loopback_only(["127.0.0.1", "10.1.1.1"])

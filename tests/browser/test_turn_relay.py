@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from .conftest import OUTPUT, SCRIPTED, SandraServer, close_page, launch_chromium, open_page, sandra_server, wait_event
+from .conftest import OUTPUT, SCRIPTED, SandraServer, close_page, open_page, sandra_server, wait_event
+from .engines import launch_chromium
 
 TURN_SECRET = "coturn-static-auth-secret-for-tests"
 
