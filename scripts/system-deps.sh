@@ -7,6 +7,12 @@ need=()
   || ldconfig -p 2>/dev/null | grep -q libespeak-ng.so.1 || need+=(espeak-ng libespeak-ng1)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v chromium >/dev/null || need+=(chromium)
+# issue 14 (spanish): human speech for tests/speech: Allison's Asterisk prompts (CC BY-SA) and
+# the packages listing their texts (core-sounds-{en,es}.txt.gz)
+[ -d /usr/share/asterisk/sounds/en_US_f_Allison ] || need+=(asterisk-core-sounds-en-wav)
+[ -d /usr/share/asterisk/sounds/es_MX_f_Allison ] || need+=(asterisk-core-sounds-es-wav)
+[ -e /usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz ] || need+=(asterisk-core-sounds-en)
+[ -e /usr/share/doc/asterisk-core-sounds-es/core-sounds-es.txt.gz ] || need+=(asterisk-core-sounds-es)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ]; then
   echo "Installing system packages: ${need[*]}"

@@ -129,7 +129,9 @@ def _parse_fields(cls: type, obj: dict[str, Any], mid: MessageId) -> ClientMessa
         language = _field(obj, "language", (str,), "a string")
         if language is not None:
             language = language.lower().split("-")[0]
-            if language not in LANGUAGES:
+            if language == "auto":  # HOOK(spanish): same as no language: detected from the first utterance
+                language = None
+            elif language not in LANGUAGES:
                 raise ProtocolError(f"language must be one of {', '.join(LANGUAGES)}", "bad_field")
         return CallStart(language=language, id=mid)
     if cls is Message:

@@ -93,6 +93,7 @@ class Call:
         )
         self.history: list[ChatMessage] = []
         self.language = "en"
+        self.detect_language = False  # HOOK(spanish): call:start had no language: Whisper's detection picks it
         self.channel: RTCDataChannel | None = None
         self.authenticated = False
         self.created_at = clock()
@@ -305,7 +306,8 @@ class Call:
     # --- turns -----------------------------------------------------------------------
 
     async def _voice_turn(self, turn: Turn) -> None:
-        language = self.language
+        # HOOK(spanish): None = let the STT detect the language (providers that can: detects_language)
+        language = None if self.detect_language and getattr(self.providers.stt, "detects_language", False) else self.language
         try:
             stream = await self.providers.stt.open(language, on_partial=lambda text: self._partial(turn, text))
             try:
@@ -328,6 +330,8 @@ class Call:
             if self.conversation.user_abandoned(self._clock()):
                 self._emit_states()
             return
+        if self.detect_language and transcript.language in protocol.LANGUAGES:  # HOOK(spanish): answer in it
+            self.language, self.detect_language = transcript.language, False
         turn.transcript = text
         self.send({"type": "transcript", "turn_id": turn.id, "text": text, "final": True})
         self._remember(ChatMessage("user", text))
@@ -447,6 +451,7 @@ class Call:
                 self.send(protocol.event("error", code="unauthorized", message="send 'auth' first", id=message.id))
             case protocol.CallStart():
                 self.language = message.language or self.language
+                self.detect_language = message.language is None  # HOOK(spanish)
                 self._start_listening()
                 self.send(protocol.event("call:started", language=self.language, id=message.id))
                 greeting = self.providers.llm.greeting(self.language)

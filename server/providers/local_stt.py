@@ -119,6 +119,8 @@ def choose_language(detected: str, probabilities: list[tuple[str, float]] | None
 
 class LocalWhisperSTT(BatchSTT):
     name = "local"
+    # open(None) / open("auto") detects the language (read by the call core).
+    detects_language = True
 
     def __init__(
         self,
