@@ -22,6 +22,7 @@ caller cancelled while waiting never runs).
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,8 @@ from ..errors import ConfigError
 from ..protocol import LANGUAGES
 from . import whisper_models
 from .base import STT_RATE, BatchSTT, Transcript
+
+log = logging.getLogger("sandra.stt")
 
 DEFAULT_MODEL = "tiny.en"
 AUTO = "auto"
@@ -150,6 +153,8 @@ class LocalWhisperSTT(BatchSTT):
             if self._models is None:
                 loop = asyncio.get_running_loop()
                 self._models = await loop.run_in_executor(self._executor, load_models, self._config)
+                log.info("local STT models: %s", ", ".join(f"{lang}={name}" for lang, name in
+                                                           models_by_language(self._config).items()))
             return self._models
 
     async def transcribe(self, pcm: bytes, language: str | None) -> Transcript:
