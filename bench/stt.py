@@ -107,7 +107,7 @@ async def measure(name: str, utterances: list[Utterance], concierge: Concierge, 
     load_s = time.perf_counter() - t0
     multilingual = name != "tiny.en" and not name.endswith(".en")
     languages = ("en", "es") if multilingual else ("en",)
-    rows, detection = [], []
+    rows, detection, heard = [], [], []
     await stt.transcribe(utterances[0].pcm16k(), "en")  # warm-up
     for language in languages:
         tallies: dict[str, Tally] = defaultdict(Tally)
@@ -116,6 +116,7 @@ async def measure(name: str, utterances: list[Utterance], concierge: Concierge, 
             seconds, transcript = await timed(stt, pcm, language, repeat)
             reply = concierge.reply([ChatMessage("user", transcript.text)], language)
             entry = reply.entry_id if reply.kind == "answer" else None
+            heard.append({"id": u.id, "language": language, "heard": transcript.text, "entry": entry})
             tallies[group_of(u)].add(u, transcript.text, seconds, len(pcm) / 2 / STT_RATE, entry)
             tallies[u.voice if not u.human else "human " + u.kind].add(u, transcript.text, seconds,
                                                                         len(pcm) / 2 / STT_RATE, entry)
@@ -133,7 +134,7 @@ async def measure(name: str, utterances: list[Utterance], concierge: Concierge, 
                 detection.append({"model": name, "voices": group, "detected_right": f"{right}/{len(chosen)}",
                                   "ms_per_utt": round(statistics.median(times) * 1000)})
     await stt.aclose()
-    return {"model": name, "load_s": round(load_s, 2), "rows": rows, "detection": detection}
+    return {"model": name, "load_s": round(load_s, 2), "rows": rows, "detection": detection, "heard": heard}
 
 
 async def main(models: list[str], repeat: int, quick: bool) -> None:
