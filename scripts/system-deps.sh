@@ -19,6 +19,12 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v firefox-esr >/dev/null || need+=(firefox-esr)
 command -v pulseaudio >/dev/null || need+=(pulseaudio)
 for tool in pactl paplay parec pacat; do command -v "$tool" >/dev/null || { need+=(pulseaudio-utils); break; }; done
+# issue 14 (spanish): human speech for tests/speech: Allison's Asterisk prompts (CC BY-SA) and
+# the packages listing their texts (core-sounds-{en,es}.txt.gz)
+[ -d /usr/share/asterisk/sounds/en_US_f_Allison ] || need+=(asterisk-core-sounds-en-wav)
+[ -d /usr/share/asterisk/sounds/es_MX_f_Allison ] || need+=(asterisk-core-sounds-es-wav)
+[ -e /usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz ] || need+=(asterisk-core-sounds-en)
+[ -e /usr/share/doc/asterisk-core-sounds-es/core-sounds-es.txt.gz ] || need+=(asterisk-core-sounds-es)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ]; then
   echo "Installing system packages: ${need[*]}"

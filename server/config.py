@@ -127,7 +127,16 @@ class AudioConfig:
 @dataclass(frozen=True)
 class STTConfig:
     provider: str = "auto"  # auto | local | cartesia | openai | scripted
-    model: str = "tiny.en"  # local: a faster-whisper model directory or name
+    # local: the Whisper model for each language: "tiny.en" (packaged, English only),
+    # "base" / "small" (multilingual, split across two wheels each), or a model directory.
+    # Language detection (call:start with no language) uses model_es, else model_en, if
+    # multilingual.
+    model_en: str = "tiny.en"
+    model_es: str = "base"
+    # Compatibility: when set, one model for every language (overrides model_en/model_es).
+    model: str = ""
+    # Where split models are joined once; "" = $XDG_CACHE_HOME/sandra/models (~/.cache/...).
+    model_cache: str = ""
     compute_type: str = "int8"
     cpu_threads: int = 2
     max_concurrency: int = 1
@@ -426,6 +435,9 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None, *
     if auth.mode == "auto":
         loopback = sections["server"].host in LOOPBACK_HOSTS
         sections["auth"] = replace(auth, mode="open" if loopback else "token")
+    if not sections["stt"].model_cache:  # the [stt] model cache: XDG base directory spec
+        cache_home = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".cache")
+        sections["stt"] = replace(sections["stt"], model_cache=str(Path(cache_home) / "sandra" / "models"))
     config = Config(**sections, secrets=secrets, root=root)
     _validate(config)
     return config

