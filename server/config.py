@@ -107,7 +107,8 @@ class TurnConfig:
     # Smart Turn probability at or above which the audio says "complete".
     threshold: float = 0.5
     # The Smart Turn v3.2 ONNX file (scripts/fetch-smart-turn.py puts it there).
-    model: str = "server/turn/data/smart-turn-v3.2-cpu.onnx"
+    # Empty: server/turn/data/smart-turn-v3.2-cpu.onnx, where `make` fetches it.
+    model: str = ""
     # onnxruntime intra-op threads per inference.
     threads: int = 1
     # Judge again after this much more silence (0: never; measured: more silence makes

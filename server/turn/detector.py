@@ -20,6 +20,7 @@ runs it in an executor, several calls at once. A core that wants the two halves 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Protocol
 
 from ..config import TURN_DETECTORS, Config, TurnConfig
@@ -90,11 +91,19 @@ class SmartDetector:
         return decide(self.probability(pcm16k), transcript, language, self.threshold)
 
 
+PACKAGED_MODEL = Path(__file__).resolve().parent / "data" / "smart-turn-v3.2-cpu.onnx"
+
+
+def model_path(config: Config) -> Path:
+    """``[turn] model``: empty for the one ``make`` fetched beside this module."""
+    return config.path(config.turn.model) if config.turn.model else PACKAGED_MODEL
+
+
 def check(config: Config) -> None:
     """Cheap startup check: a ``"smart"`` detector needs its model file (ConfigError otherwise)."""
     turn = config.turn
     if turn.detector == "smart":
-        check_model(config.path(turn.model), f"[turn] model = {turn.model!r}")
+        check_model(model_path(config), f"[turn] model = {turn.model!r}")
 
 
 def create(config: Config) -> EndOfTurn:
@@ -106,7 +115,7 @@ def create(config: Config) -> EndOfTurn:
     if turn.detector == "silence":
         return SilenceDetector()
     if turn.detector == "smart":
-        model = SmartTurnModel(config.path(turn.model), threads=turn.threads, where=f"[turn] model = {turn.model!r}")
+        model = SmartTurnModel(model_path(config), threads=turn.threads, where=f"[turn] model = {turn.model!r}")
         return SmartDetector(model, turn.threshold)
     raise ConfigError(f"[turn] detector = {turn.detector!r} is not one of: {', '.join(TURN_DETECTORS)}")
 
