@@ -31,6 +31,7 @@ from typing import Any
 
 import aiohttp
 
+from server.media.ice import restrict_host_addresses
 from server import config as configuration
 from server.cluster.redis_cluster import RedisCluster
 from server.cluster.snapshot import Said, Snapshot
@@ -110,6 +111,7 @@ async def admission(url: str, offers: int, redis: PrivateRedis) -> dict[str, Any
     import redis.asyncio as aioredis
 
     peer = ClientPeer(url)
+    restrict_host_addresses(["127.0.0.1"])  # loopback candidates only (the server keeps no other)
     await peer.pc.setLocalDescription(await peer.pc.createOffer())
     sdp = peer.pc.localDescription.sdp
     await peer.close()
@@ -131,6 +133,7 @@ async def admission(url: str, offers: int, redis: PrivateRedis) -> dict[str, Any
 
 async def _call_started(peer: ClientPeer, http: aiohttp.ClientSession, token: str | None) -> tuple[float, dict]:
     t0 = time.perf_counter()
+    restrict_host_addresses(["127.0.0.1"])  # loopback candidates only (the server keeps no other)
     await peer.pc.setLocalDescription(await peer.pc.createOffer())
     body = {"sdp": peer.pc.localDescription.sdp, "type": "offer", **({"resume_token": token} if token else {})}
     async with http.post(f"{peer.base_url}/api/offer", json=body) as r:

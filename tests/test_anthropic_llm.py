@@ -145,7 +145,7 @@ async def test_lookup_knowledge_round_trip(fake, llm):
     events: list[dict[str, Any]] = []
     text = "".join(await collect(llm, ask("what's the wifi?", events=events)))
     assert text == "The password is naranja2024."
-    assert events == [{"type": "tool", "name": "lookup_knowledge", "input": {"query": "wifi password"}}]
+    assert events == [ToolUse("lookup_knowledge", {"query": "wifi password"})]
     result = fake.anthropic.requests[1].body["messages"][-1]["content"][0]
     assert result["type"] == "tool_result" and "naranja2024" in result["content"]
 

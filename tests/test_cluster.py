@@ -28,9 +28,10 @@ import redis.asyncio as aioredis
 from aiortc import RTCSessionDescription
 
 from bench.common import SCRIPTED_ENV, free_port
+from server.media.ice import restrict_host_addresses
 from server.cluster.supervisor import PrivateRedis
 from tests.browser.conftest import close_page, events, now, open_page, wait_event
-from tests.browser.conftest import fake_mics, playwright_driver, quiet_browser  # noqa: F401 (fixtures)
+from tests.browser.conftest import browsers, fake_mics, playwright_driver, quiet_browser  # noqa: F401 (fixtures)
 from tests.fakes import anthropic_fake
 from tests.fakes.vendors import FakeVendors
 from tests.support.peer import ClientPeer
@@ -52,6 +53,7 @@ async def offer_with(url: str, *, resume_token: str | None = None,
     """A connected :class:`ClientPeer` whose offer went through ``http`` (a pinned
     connection) and carried ``resume_token``. Raises OfferRefused."""
     peer = ClientPeer(url)
+    restrict_host_addresses(["127.0.0.1"])  # loopback candidates only (the server keeps no other)
     await peer.pc.setLocalDescription(await peer.pc.createOffer())
     body: dict[str, Any] = {"sdp": peer.pc.localDescription.sdp, "type": "offer"}
     if resume_token is not None:

@@ -17,6 +17,8 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from server.media.ice import restrict_host_addresses
+
 RATE = 48000
 FRAME = 960  # 20 ms
 SILENT_RMS = 30.0
@@ -116,6 +118,9 @@ class ClientPeer:
             self.channel.on("message", self._on_message)
 
     async def connect(self) -> str:
+        # Loopback only (the server drops other candidates when it is loopback-only too):
+        # aioice would otherwise offer this machine's other addresses and never 127.0.0.1.
+        restrict_host_addresses(["127.0.0.1"])
         await self.pc.setLocalDescription(await self.pc.createOffer())
         async with aiohttp.ClientSession() as http:
             async with http.post(
