@@ -10,8 +10,9 @@ little). Nothing leaves the machine.
 
 1. voice-to-voice: short complete questions the knowledge base answers; time from the
    caller's last voiced frame sent to the first reply frame with energy received. The
-   same questions again with ``detector = "silence"`` (the old rule, ``[vad]
-   end_silence_ms`` = 500) for the comparison.
+   same questions on a second server with ``detector = "silence"`` (the old rule, ``[vad]
+   end_silence_ms`` = 500), question by question in alternation so both meet the same
+   machine load. One unmeasured spoken turn first on each (Whisper's first run is cold).
 2. hesitations: a sentence in two Piper pieces with 600-1500 ms of silence between; one
    turn (one final transcript holding both pieces) or cut in two.
 3. over Sandra (a long typed-question reply playing): noise bursts (the scripted voice,
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -153,37 +155,50 @@ def _reply_text(peer: ClientPeer, turn: int) -> str:
     return "".join(e["text"] for e in peer.events if e["type"] == "response:delta" and e["turn_id"] == turn)
 
 
-async def voice_to_voice(url: str, questions: list[tuple[str, str]]) -> dict[str, Any]:
-    call = await connect(url)
+async def _ask(call: Call, question: str, expected: str) -> dict[str, Any]:
     peer = call.peer
-    rows = []
-    try:
-        await _warm_up(call)
-        for question, expected in questions:
-            mark = len(peer.events)
-            sent_before = len(peer.mic.sent_voiced)
-            peer.mic.play(voice(question) + silence(3000))
-            transcript = await peer.wait_for("transcript", lambda e: e["final"], after=mark, timeout=30)
-            turn = transcript["turn_id"]
-            await peer.wait_for("state", lambda e: e["state"] == "speaking" and e["turn_id"] == turn, after=mark,
-                                timeout=30)
-            last_voiced = peer.mic.sent_voiced[-1]  # the question's (its trailing silence is not voiced)
-            assert len(peer.mic.sent_voiced) > sent_before
-            first = await peer.wait_until(lambda: peer.first_loud_after(last_voiced), timeout=20, what="reply audio")
-            metrics = await peer.wait_for("metrics", lambda e: e["turn_id"] == turn and "eos_ms" in e, after=mark,
-                                          timeout=20)
-            await peer.wait_until(lambda: expected in _reply_text(peer, turn) or None, timeout=10,
-                                  what="the answer's text")
-            rows.append({"question": question, "transcript": transcript["text"],
-                         "voice_to_voice_ms": round((first - last_voiced) * 1000, 1),
-                         "answered": expected in _reply_text(peer, turn),
-                         **{k: metrics.get(k) for k in ("eos_ms", "stt_ms", "eot_verdicts", "eot_probability")}})
-            await call.stop_reply(turn)
-    finally:
-        await peer.close()
+    mark = len(peer.events)
+    sent_before = len(peer.mic.sent_voiced)
+    peer.mic.play(voice(question) + silence(3000))
+    transcript = await peer.wait_for("transcript", lambda e: e["final"], after=mark, timeout=30)
+    turn = transcript["turn_id"]
+    await peer.wait_for("state", lambda e: e["state"] == "speaking" and e["turn_id"] == turn, after=mark, timeout=30)
+    assert len(peer.mic.sent_voiced) > sent_before
+    last_voiced = peer.mic.sent_voiced[-1]  # the question's (its trailing silence is not voiced)
+    first = await peer.wait_until(lambda: peer.first_loud_after(last_voiced), timeout=20, what="reply audio")
+    await peer.wait_until(lambda: expected in _reply_text(peer, turn) or None, timeout=10, what="the answer's text")
+    answered = expected in _reply_text(peer, turn)
+    await call.stop_reply(turn)  # the turn's metrics come with the cut (or the end)
+    metrics = await peer.wait_for("metrics", lambda e: e["turn_id"] == turn and "eos_ms" in e, after=mark, timeout=20)
+    return {"question": question, "transcript": transcript["text"],
+            "voice_to_voice_ms": round((first - last_voiced) * 1000, 1), "answered": answered,
+            **{k: metrics.get(k) for k in ("eos_ms", "stt_ms", "eot_verdicts", "eot_probability")}}
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"client_ms": percentiles([r["voice_to_voice_ms"] for r in rows]),
             "eos_ms": percentiles([r["eos_ms"] for r in rows if r["eos_ms"] is not None]),
+            "stt_ms": percentiles([r["stt_ms"] for r in rows if r["stt_ms"] is not None]),
             "answered": sum(r["answered"] for r in rows), "rows": rows}
+
+
+async def voice_to_voice(urls: dict[str, str], questions: list[tuple[str, str]], warm_up: bool = True
+                         ) -> dict[str, dict[str, Any]]:
+    """Each question on each server in turn (``urls``: name -> URL), so that both meet the
+    same machine load."""
+    calls = {name: await connect(url) for name, url in urls.items()}
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in urls}
+    try:
+        if warm_up:
+            for call in calls.values():
+                await _warm_up(call)
+        for question, expected in questions:
+            for name, call in calls.items():
+                rows[name].append(await _ask(call, question, expected))
+    finally:
+        for call in calls.values():
+            await call.peer.close()
+    return {name: _summary(r) for name, r in rows.items()}
 
 
 async def _warm_up(call: Call) -> None:
@@ -211,11 +226,13 @@ async def hesitations(url: str, cases: list[tuple[str, str, str, int]]) -> dict[
             finals = [e for e in peer.events[mark:] if e["type"] == "transcript" and e["final"]]
             answered = sorted({e["turn_id"] for e in peer.events[mark:] if e["type"] == "response:delta"})
             one = len(finals) == 1 and tail in finals[0]["text"].lower()
+            await call.stop_reply(max(answered) if answered else -1)
+            await asyncio.sleep(0.3)
             metrics = [e for e in peer.events[mark:] if e["type"] == "metrics" and "eos_ms" in e]
             rows.append({"said": f"{first} [{pause} ms] {second}", "pause_ms": pause,
                          "transcripts": [e["text"] for e in finals], "answered_turns": len(answered), "one_turn": one,
-                         "eot_verdicts": [m.get("eot_verdicts") for m in metrics]})
-            await call.stop_reply(max(answered) if answered else -1)
+                         "eot_verdicts": [m.get("eot_verdicts") for m in metrics],
+                         "stt_ms": [m.get("stt_ms") for m in metrics]})
     finally:
         await peer.close()
     return {"one_turn": sum(r["one_turn"] for r in rows), "cut": sum(not r["one_turn"] for r in rows), "rows": rows}
@@ -307,6 +324,7 @@ def _counts(rows: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 
 
 async def run(repeat: int, compare: bool) -> dict[str, Any]:
+    """``compare``: also the old silence rule; off (``--quick``), no warm-up turn either."""
     questions = QUESTIONS[:repeat]
     cases = [(*HESITATIONS[i], PAUSES_MS[i * len(PAUSES_MS) // max(1, repeat)]) for i in range(repeat)]
     noise = [("noise", f"hum {ms} ms", synthetic_burst(ms), None) if i % 2 == 0
@@ -317,28 +335,32 @@ async def run(repeat: int, compare: bool) -> dict[str, Any]:
     interruptions = [("interruption", t, voice(t), w) for t, w in (INTERRUPTIONS * 2)[:repeat]]
     out: dict[str, Any] = {"voice": "piper joe (en_US medium), noise sampled", "load_note":
                            "2 shared cores, other agents' jobs running: numbers are upper bounds"}
-    with server_process(OFFLINE_ENV) as server:
-        out["voice_to_voice_smart"] = await voice_to_voice(server.url, questions)
-        out["hesitations"] = await hesitations(server.url, cases)
-        over = await over_sandra(server.url, [*noise, *backchannels, *interruptions])
+    with contextlib.ExitStack() as servers:
+        smart = servers.enter_context(server_process(OFFLINE_ENV))
+        urls = {"smart": smart.url}
+        if compare:
+            urls["silence"] = servers.enter_context(server_process({**OFFLINE_ENV, "SANDRA_TURN_DETECTOR": "silence"})).url
+        for name, result in (await voice_to_voice(urls, questions, warm_up=compare)).items():
+            out[f"voice_to_voice_{name}"] = result
+        out["hesitations"] = await hesitations(smart.url, cases)
+        over = await over_sandra(smart.url, [*noise, *backchannels, *interruptions])
     out["over_sandra"] = {k: _counts(over["rows"], k) for k in ("noise", "backchannel", "interruption")}
     out["over_sandra"]["rows"] = over["rows"]
     out["barge_in_pause_ms"] = percentiles([r["pause_ms"] for r in over["rows"] if r["pause_ms"] is not None])
-    if compare:
-        with server_process({**OFFLINE_ENV, "SANDRA_TURN_DETECTOR": "silence"}) as server:
-            out["voice_to_voice_silence"] = await voice_to_voice(server.url, questions)
     return out
 
 
 def report(out: dict[str, Any]) -> str:
     smart = out["voice_to_voice_smart"]
     rows = [{"measure": "voice-to-voice, smart (client)", **smart["client_ms"], "count": f"{smart['answered']} answered"},
-            {"measure": "  server eos_ms, smart", **smart["eos_ms"]}]
+            {"measure": "  server eos_ms, smart", **smart["eos_ms"]},
+            {"measure": "  server stt_ms, smart", **smart["stt_ms"]}]
     if "voice_to_voice_silence" in out:
         old = out["voice_to_voice_silence"]
         rows += [{"measure": "voice-to-voice, silence 500 ms", **old["client_ms"],
                   "count": f"{old['answered']} answered"},
-                 {"measure": "  server eos_ms, silence", **old["eos_ms"]}]
+                 {"measure": "  server eos_ms, silence", **old["eos_ms"]},
+                 {"measure": "  server stt_ms, silence", **old["stt_ms"]}]
     h = out["hesitations"]
     rows.append({"measure": "hesitation 600-1500 ms", "n": h["one_turn"] + h["cut"],
                  "count": f"{h['one_turn']} one turn, {h['cut']} cut"})
@@ -355,7 +377,7 @@ def report(out: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="one of each, no silence comparison")
+    parser.add_argument("--quick", action="store_true", help="one of each, no silence comparison, no warm-up")
     parser.add_argument("--repeat", type=int, default=10, help="trials of each kind")
     args = parser.parse_args()
     started = time.monotonic()
@@ -365,10 +387,12 @@ def main() -> None:
     print(report(out))
     for name in ("voice_to_voice_smart", "voice_to_voice_silence"):
         for r in out.get(name, {}).get("rows", []):
-            print(f"  {name[15:]:8} {r['voice_to_voice_ms']:7.1f} ms  eos {r['eos_ms']}  {r['eot_verdicts']}  "
+            print(f"  {name[15:]:8} {r['voice_to_voice_ms']:7.1f} ms  eos {r['eos_ms']}  stt {r['stt_ms']}  "
+                  f"{r['eot_verdicts']}  "
                   f"{r['question']!r} -> {r['transcript']!r}")
     for r in out["hesitations"]["rows"]:
-        print(f"  {'one' if r['one_turn'] else 'CUT'}  {r['said']!r} -> {r['transcripts']} {r['eot_verdicts']}")
+        print(f"  {'one' if r['one_turn'] else 'CUT'}  {r['said']!r} -> {r['transcripts']} {r['eot_verdicts']} "
+              f"stt {r['stt_ms']}")
     for r in out["over_sandra"]["rows"]:
         print(f"  {r['kind']:12} {r['said']!r}: paused={r['tentative']} resumed={r['resumed']} "
               f"confirmed={r['confirmed']} answered={r['answered']} resumed_first={r.get('resumed_first', False)} "
