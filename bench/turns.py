@@ -166,11 +166,13 @@ async def _ask(call: Call, question: str, expected: str) -> dict[str, Any]:
     assert len(peer.mic.sent_voiced) > sent_before
     last_voiced = peer.mic.sent_voiced[-1]  # the question's (its trailing silence is not voiced)
     first = await peer.wait_until(lambda: peer.first_loud_after(last_voiced), timeout=20, what="reply audio")
-    await peer.wait_until(lambda: expected in _reply_text(peer, turn) or None, timeout=10, what="the answer's text")
+    await peer.wait_until(lambda: expected in _reply_text(peer, turn) or any(
+        e["type"] == "response:done" and e["turn_id"] == turn for e in peer.events[mark:]), timeout=30,
+        what="the answer's text", audio=False)
     answered = expected in _reply_text(peer, turn)
     await call.stop_reply(turn)  # the turn's metrics come with the cut (or the end)
     metrics = await peer.wait_for("metrics", lambda e: e["turn_id"] == turn and "eos_ms" in e, after=mark, timeout=20)
-    return {"question": question, "transcript": transcript["text"],
+    return {"question": question, "transcript": transcript["text"], "reply": _reply_text(peer, turn)[:80],
             "voice_to_voice_ms": round((first - last_voiced) * 1000, 1), "answered": answered,
             **{k: metrics.get(k) for k in ("eos_ms", "stt_ms", "eot_verdicts", "eot_probability")}}
 
