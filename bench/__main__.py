@@ -3,7 +3,7 @@
     .venv/bin/python -m bench [--quick]
 
 Each benchmark also runs on its own (``python -m bench.latency``, ``bench.load``,
-``bench.soak``, ``bench.offline_providers``) and writes JSON under bench/results/.
+``bench.soak``, ``bench.offline_providers``, ``bench.turns``) and writes JSON under bench/results/.
 ``--quick`` runs each with tiny parameters (the tests do this, so they don't rot).
 """
 
@@ -20,12 +20,14 @@ FULL = [
     ["bench.load"],
     ["bench.soak"],
     ["bench.offline_providers"],
+    ["bench.turns"],
 ]
 QUICK = [
     ["bench.latency", "--turns", "1", "--barge-ins", "1", "--onsets", "1"],
     ["bench.load", "--calls", "1", "--duration", "1"],
     ["bench.soak", "--calls", "4", "--warmup", "2"],
     ["bench.offline_providers", "--repeat", "1"],
+    ["bench.turns", "--quick"],
 ]
 
 
