@@ -79,9 +79,8 @@ async def test_a_complete_question_ends_its_turn_on_the_detectors_verdict(server
 
 
 async def test_a_real_interruption_over_sandra_is_confirmed_and_answered(server_factory, peer_factory):
-    # resume_ms: the tentative transcript must come back before Sandra resumes; on a loaded
-    # 2-core machine local Whisper takes over a second (bench/turns.py measures the default).
-    async with server_factory(**{**SMART, "turn": {"detector": "smart", "resume_ms": 3000}}) as srv:
+    # Default resume_ms: if the words come after she resumed, they still confirm the interruption.
+    async with server_factory(**SMART) as srv:
         peer = await _connected(srv, peer_factory)
         peer.send({"type": "message", "text": "Where is the nearest supermarket?"})
         ack = await peer.wait_for("message:ack")
@@ -95,7 +94,9 @@ async def test_a_real_interruption_over_sandra_is_confirmed_and_answered(server_
         assert first == {**first, "turn_id": turn, "source": "voice", "tentative": True}
         confirmed = await peer.wait_for("barge-in", lambda e: e["tentative"] is False, after=mark, timeout=20)
         assert confirmed["turn_id"] == turn
-        assert "resume" not in peer.types()[mark:]
+        # She may have resumed while Whisper was still at it (resume_ms); the words cut her then.
+        types = peer.types()[mark:]
+        assert "resume" not in types or types.index("resume") < types.index("barge-in", types.index("barge-in") + 1)
         cut = await peer.wait_for("response:done", lambda e: e["turn_id"] == turn, after=mark)
         assert cut["interrupted"] is True
         answer, _ = await _reply(peer, mark, lambda t: t > turn, containing="no parking space")

@@ -430,15 +430,26 @@ def test_a_long_interruption_is_confirmed_while_it_goes_on():
                                     "vad False", "stt finish 3", "state thinking 3"]
 
 
-def test_no_words_in_time_resumes_her_anyway():
+def test_no_words_in_time_resumes_her_and_late_real_words_still_cut_her():
     h, turn = two_step()
     h.audio("xxxxx.....")
     h.take()
     h.played(None, 19)
     assert h.take() == []
-    assert h.played(None) == ["stt cancel 3", "resume 2"]  # 400 ms after the end of the sound
-    h.core.transcribed(3, Transcript("Wait!", 0.0), 500.0, h.t)  # too late, and dropped
+    assert h.played(None) == ["resume 2"]  # 400 ms after the end of the sound, still listening for words
+    h.core.transcribed(3, Transcript("Wait!", 0.0), 500.0, h.t)  # the words came late: a real interruption
+    assert h.take() == ["flush", "reply cancel 2", "barge-in 2 voice False", "state user_speaking 3",
+                        "state thinking 3", "transcript 3 Wait!"]
+
+
+def test_late_words_that_are_a_backchannel_change_nothing():
+    h, turn = two_step()
+    h.audio("xxxxx.....")
+    h.played(None, 20)
+    h.take()
+    h.core.transcribed(3, Transcript("Yeah.", 0.0), 500.0, h.t)
     assert h.take() == []
+    assert h.core.state is State.SPEAKING
 
 
 def test_the_button_during_a_pause_is_a_hard_stop():

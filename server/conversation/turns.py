@@ -206,6 +206,7 @@ class TurnTaking:
         self._listening: Turn | None = None  # the voice turn receiving the caller's audio
         self._held: list[bytes] | None = None  # speech over Sandra, not yet a barge-in
         self._tentative: _Tentative | None = None
+        self._late: _Tentative | None = None  # resumed before its words came: they may still cut her
         self._barge_in_onset: tuple[int, float] | None = None  # (turn, first voiced frame)
         self._unwinding: dict[int, Turn] = {}  # cancelled replies the shell has not reported gone
         self._deferred: list[Callable[[], None]] = []  # waits for the unwinding to finish
@@ -272,6 +273,7 @@ class TurnTaking:
         if self._tentative is not None:
             self._do(CancelTranscription(self._tentative.stt_id))
             self._tentative = None
+        self._drop_late()
         for turn in list(self._turns.values()):
             self._cancel(turn)
         self._listening = self._active = None
@@ -350,6 +352,7 @@ class TurnTaking:
     # --- barge-in in two steps ----------------------------------------------------------
 
     def _pause(self, turn: Turn, audio: list[bytes], ev: SustainedSpeech) -> None:
+        self._drop_late()  # a new sound over her: that one is decided on its own
         self._do(PauseAudio())  # the next outbound frame is silence
         self._barge_in_onset = (turn.id, ev.onset_at)
         voiced_ms = float(self.segmenter.barge_in_ms - FRAME_MS)  # this frame is counted next
@@ -373,10 +376,26 @@ class TurnTaking:
         tentative.silent_ms += FRAME_MS
         if tentative.ended_at is not None:
             if _ms(at - tentative.ended_at) >= self.policy.resume_ms:
-                self._resume(at)  # no words in time: a noise
+                self._resume(at, still_listening=True)  # no words in time: a noise, probably
         elif tentative.silent_ms >= self.policy.sound_end_ms:
             tentative.ended_at = at  # the sound is over: what was it?
             self._do(FinishTranscription(tentative.stt_id))
+
+    def _heard_late(self, late: _Tentative, transcript: Transcript, at: float) -> None:
+        """The words of a sound she resumed over came after all: real words still cut her."""
+        self._late = None
+        turn = late.turn
+        text = transcript.text.strip()
+        still_speaking = self._active is turn and not turn.done and self.state in (State.THINKING, State.SPEAKING)
+        if not still_speaking or not self._has_words(transcript) or self.is_backchannel(text, self.language):
+            return
+        self._tentative = late
+        self._confirm(at, transcript)
+
+    def _drop_late(self) -> None:
+        late, self._late = self._late, None
+        if late is not None:
+            self._do(CancelTranscription(late.stt_id))
 
     def _restart_tentative(self, tentative: _Tentative) -> None:
         tentative.ended_at = None
@@ -427,11 +446,18 @@ class TurnTaking:
             if self.policy.detector == "smart":
                 self._do(JudgeAudio(new.id, new.seq, tuple(new.utterance)))
 
-    def _resume(self, at: float) -> None:
-        """A false alarm: Sandra goes on from the start of the word she was cut in."""
+    def _resume(self, at: float, *, still_listening: bool = False) -> None:
+        """A false alarm: Sandra goes on from the start of the word she was cut in.
+
+        ``still_listening``: resumed because its words did not come in time; they are still
+        awaited, and real words cut her after all (:meth:`_heard_late`)."""
         tentative, self._tentative = self._tentative, None
         assert tentative is not None
-        self._do(CancelTranscription(tentative.stt_id))
+        self._drop_late()
+        if still_listening:
+            self._late = tentative
+        else:
+            self._do(CancelTranscription(tentative.stt_id))
         if self.segmenter.speaking:
             self.segmenter.cut()
             self._send(Vad(False))
@@ -552,6 +578,11 @@ class TurnTaking:
             if seq == tentative.seq and tentative.ended_at is not None:
                 self._tentative_heard(tentative, transcript, at)
             return
+        late = self._late
+        if late is not None and turn_id == late.stt_id:
+            if seq == late.seq:
+                self._heard_late(late, transcript, at)
+            return
         turn = self._turns.get(turn_id)
         if turn is None or turn.done or not turn.transcribing or seq != turn.seq:
             return
@@ -636,7 +667,7 @@ class TurnTaking:
         tentative = self._tentative
         if tentative is not None and tentative.ended_at is not None:
             if _ms(at - tentative.ended_at) >= self.policy.resume_ms:
-                self._resume(at)
+                self._resume(at, still_listening=True)
 
     # --- reply results ----------------------------------------------------------------
 
@@ -712,6 +743,7 @@ class TurnTaking:
         self._listening = self._active = None
         self._held = None
         self._tentative = None
+        self._late = None
         self._barge_in_onset = None
         self.segmenter.cut()
         if self.state is State.IDLE:
@@ -746,6 +778,7 @@ class TurnTaking:
         """Cut Sandra off now. Returns the interrupted turn, or None if she was not answering."""
         if self.state not in (State.THINKING, State.SPEAKING):
             return None
+        self._drop_late()
         tentative, self._tentative = self._tentative, None
         if tentative is not None:  # a paused reply: a hard stop now, never resumed
             self._do(CancelTranscription(tentative.stt_id))
