@@ -31,7 +31,8 @@ from bench.common import SCRIPTED_ENV, free_port
 from server.media.ice import restrict_host_addresses
 from server.cluster.supervisor import PrivateRedis
 from tests.browser.conftest import close_page, events, now, open_page, wait_event
-from tests.browser.conftest import browsers, fake_mics, playwright_driver, quiet_browser  # noqa: F401 (fixtures)
+from tests.browser.conftest import fake_mics  # noqa: F401 (a fixture)
+from tests.browser.engines import launch_chromium
 from tests.fakes import anthropic_fake
 from tests.fakes.vendors import FakeVendors
 from tests.support.peer import ClientPeer
@@ -485,6 +486,18 @@ async def _health_ok(cluster: Cluster) -> bool:
 
 
 # --- the call page (real Chromium) ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def quiet_browser(fake_mics: dict[str, Any]) -> Iterator[Any]:
+    """Chromium of this module's own, closed with it (its sync Playwright loop must not
+    outlive the module: the asyncio tests after it need the main thread)."""
+    from playwright import sync_api
+
+    with sync_api.sync_playwright() as playwright:
+        browser = launch_chromium(playwright, fake_mics["silence"])
+        yield browser
+        browser.close()
 
 
 def test_the_page_resumes_its_conversation_when_its_worker_dies(quiet_browser: Any, cluster: Any) -> None:
