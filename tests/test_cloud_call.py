@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from server.app import PROVIDERS
-from tests.conftest import LOOPBACK, run_server
+from tests.conftest import SILENCE, LOOPBACK, run_server
 from tests.fakes.anthropic_fake import Reply, ToolCall
 from tests.support.audio import silence, speech
 from tests.support.knowledge import KNOWLEDGE
@@ -28,6 +28,7 @@ def cloud(fake, tmp_path):
     def start(**sections: dict[str, Any]):  # type: ignore[no-untyped-def]
         merged: dict[str, dict[str, Any]] = {k: dict(v) for k, v in CLOUD.items()}
         merged["webrtc"] = dict(LOOPBACK)
+        merged.update({k: dict(v) for k, v in SILENCE.items()})  # espeak speech: the silence rule ends turns
         for name, values in sections.items():
             merged.setdefault(name, {}).update(values)
         return run_server(fake.config(root=tmp_path, **merged))
