@@ -334,7 +334,9 @@ export class SandraRealtime extends Emitter {
       }
       if (type === "call:ended") {
         this.callActive = false;
-        if (message.reason !== "resumed elsewhere") this.#keepResume(null);
+        // The conversation is over only when the call really ended (the server's FINAL_REASONS);
+        // after a lost connection, a restart ("server_restarting") or a take-over it can go on.
+        if (FINAL_REASONS.has(message.reason)) this.#keepResume(null);
       }
       if (type === "error" && message.source === undefined) message = { ...message, source: "server" };
       this.dispatch(type, message, meta);
@@ -467,6 +469,9 @@ export async function openMicrophone() {
     }
   }
 }
+
+/** call:ended reasons after which a conversation cannot be resumed (server/cluster FINAL_REASONS). */
+const FINAL_REASONS = new Set(["caller hung up", "hung up by the server API", "session ttl"]);
 
 // The resume token survives a reload of the page (not the tab: sessionStorage).
 const resumeStore = {

@@ -177,7 +177,12 @@ class Call:
             try:
                 self._handle(item)
             except Exception as exc:  # a defect of ours: contained, reported, survived
-                await self._defect(item, exc)
+                try:
+                    await self._defect(item, exc)
+                except Exception:  # even the recovery failed: end the call rather than go deaf
+                    log.exception("call %s: recovery failed", self.session_id)
+                    self.close("internal_error")
+                    return
 
     def _handle(self, item: Item) -> None:
         match item:

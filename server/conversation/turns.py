@@ -614,6 +614,10 @@ class TurnTaking:
             self.detect_language = False
         turn.transcript = text
         self._send(TranscriptEvent(turn.id, text, True))
+        self._answer_after_unwinding(turn, text)
+
+    def _answer_after_unwinding(self, turn: Turn, text: str) -> None:
+        """Remember the caller's ``text`` and ask for the reply, once a cut reply is gone."""
 
         def answer() -> None:
             if turn.done:
@@ -714,14 +718,7 @@ class TurnTaking:
         self.listen(at)
         self.caller_turns += 1
         turn = self._begin_reply_turn("text", at, caller_turn=self.caller_turns, ack=message_id, announce=True)
-
-        def answer() -> None:
-            if turn.done:
-                return
-            self._remember(ChatMessage("user", text))
-            self._start_reply(turn, None)
-
-        self._after_unwinding(answer)
+        self._answer_after_unwinding(turn, text)
 
     def client_barge_in(self, at: float, message_id: object = None) -> None:
         """The client's ``barge-in`` (the interrupt button): stop Sandra now."""
