@@ -161,7 +161,10 @@ class Call:
             self.close("internal_error")
 
     def _on_outbound_frame(self, at: float, rms: float, is_reply: bool) -> None:
-        self.post(OutFrame(at, rms, self.outbound.reply_id if is_reply else None))
+        if is_reply:
+            self.post(OutFrame(at, rms, self.outbound.reply_id))
+        elif self.core.wants_silent_frames:  # idle silence, 50 a second, is of no interest otherwise
+            self.post(OutFrame(at, rms, None))
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=f"{self.session_id}:{name}")

@@ -653,6 +653,13 @@ class TurnTaking:
 
     # --- Sandra's audio ---------------------------------------------------------------
 
+    @property
+    def wants_silent_frames(self) -> bool:
+        """Whether a silent outbound frame means anything now (a barge-in's latency is timed
+        by the first one, a resume deadline may pass): else the shell need not report it."""
+        tentative = self._tentative
+        return self._barge_in_onset is not None or (tentative is not None and tentative.ended_at is not None)
+
     def outbound_frame(self, at: float, rms: float, reply_id: int | None) -> None:
         """A frame left the outbound track: ``reply_id`` is the reply it was audio of,
         None for silence."""
