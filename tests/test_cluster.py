@@ -443,7 +443,8 @@ async def test_workers_reconnect_after_redis_restarts(cluster, calls):
         async def hung_up() -> bool:
             async with http.delete(f"{cluster.url}/api/sessions/{peer.session_id}") as r:
                 return r.status == 200
-        await cluster.until(hung_up, timeout=5, what="a hang-up through the other worker")
+        # The listener resubscribes after its connection breaks (0.5 s apart, bounded waits).
+        await cluster.until(hung_up, timeout=12, what="a hang-up through the other worker")
     finally:
         await http.close()
     await peer.wait_for("call:ended")

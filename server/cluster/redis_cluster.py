@@ -255,8 +255,11 @@ class RedisCluster:
             except REDIS_ERRORS as exc:
                 self._subscribed.clear()
                 log.debug("cluster: listener lost Redis (%s); resubscribing", type(exc).__name__)
+            except Exception:  # whatever broke the connection, the listener must come back
+                self._subscribed.clear()
+                log.exception("cluster: the hang-up listener failed; resubscribing")
             finally:
-                with contextlib.suppress(*REDIS_ERRORS):
+                with contextlib.suppress(Exception):
                     await pubsub.aclose()
             await asyncio.sleep(0.5)
 
