@@ -1,9 +1,11 @@
 """Offline speech recognition on human and synthetic voices: accuracy and speed per model.
 
-    .venv/bin/python -m bench.stt [--models tiny.en,base,small] [--repeat N] [--quick]
+    .venv/bin/python -m bench.stt [--models tiny.en,base,small] [--windows short,full] [--repeat N] [--quick]
 
 For each Whisper model (int8, ``[stt] cpu_threads`` = 2 threads, greedy decoding, exactly
-as ``server/providers/local_stt.py`` runs it) and each language it can hear, on the speech
+as ``server/providers/local_stt.py`` runs it), each ``[stt] window`` (``short``: the
+utterance plus 4 s, ``full``: Whisper's 30 s; language detection always uses the full one)
+and each language it can hear, on the speech
 set of ``tests/speech`` (built on first use): the word error rate and the median time per
 utterance, for the human recordings and for each synthetic voice separately; for the guest
 questions, the knowledge-base top-1 accuracy (the transcript through the offline
@@ -95,9 +97,11 @@ async def timed(stt: LocalWhisperSTT, pcm: bytes, language: str | None, repeat: 
     return statistics.median(times), transcript
 
 
-async def measure(name: str, utterances: list[Utterance], concierge: Concierge, repeat: int) -> dict[str, object]:
+async def measure(name: str, window: str, utterances: list[Utterance], concierge: Concierge, repeat: int
+                  ) -> dict[str, object]:
     config = config_module.load(config_module.ROOT / "config.toml")
-    config = replace(config, stt=replace(config.stt, provider="local", model=name, compute_type="int8", cpu_threads=2))
+    config = replace(config, stt=replace(config.stt, provider="local", model=name, compute_type="int8", cpu_threads=2,
+                                         window=window))
     try:
         stt = LocalWhisperSTT(config)
         t0 = time.perf_counter()
@@ -121,8 +125,8 @@ async def measure(name: str, utterances: list[Utterance], concierge: Concierge, 
             tallies[u.voice if not u.human else "human " + u.kind].add(u, transcript.text, seconds,
                                                                         len(pcm) / 2 / STT_RATE, entry)
         for group in sorted(tallies, key=lambda g: (g not in ("human", "espeak", "piper"), g)):
-            rows.append({"model": name, "language": language, "voices": group, **tallies[group].row()})
-    if multilingual:
+            rows.append({"model": name, "window": window, "language": language, "voices": group, **tallies[group].row()})
+    if multilingual and window == "full":  # detection does not depend on the window
         for group in ("human", "espeak", "piper"):
             chosen = [u for u in utterances if group_of(u) == group]
             right, times = 0, []
@@ -134,10 +138,10 @@ async def measure(name: str, utterances: list[Utterance], concierge: Concierge, 
                 detection.append({"model": name, "voices": group, "detected_right": f"{right}/{len(chosen)}",
                                   "ms_per_utt": round(statistics.median(times) * 1000)})
     await stt.aclose()
-    return {"model": name, "load_s": round(load_s, 2), "rows": rows, "detection": detection, "heard": heard}
+    return {"model": name, "window": window, "load_s": round(load_s, 2), "rows": rows, "detection": detection, "heard": heard}
 
 
-async def main(models: list[str], repeat: int, quick: bool) -> None:
+async def main(models: list[str], windows: list[str], repeat: int, quick: bool) -> None:
     utterances = speech_set()
     if quick:  # a few of each voice
         seen: dict[str, int] = defaultdict(int)
@@ -151,10 +155,11 @@ async def main(models: list[str], repeat: int, quick: bool) -> None:
     concierge = Concierge(kb)
     results = []
     for name in models:
-        print(f"measuring {name} ...", flush=True)
-        results.append(await measure(name, utterances, concierge, repeat))
+        for window in windows:
+            print(f"measuring {name}, {window} window ...", flush=True)
+            results.append(await measure(name, window, utterances, concierge, repeat))
     rows = [r for res in results for r in res.get("rows", [])]
-    print(table(rows, ["model", "language", "voices", "n", "wer_%", "ms_per_utt", "rtf", "kb_top1"]))
+    print(table(rows, ["model", "window", "language", "voices", "n", "wer_%", "ms_per_utt", "rtf", "kb_top1"]))
     detection = [d for res in results for d in res.get("detection", [])]
     if detection:
         print("\nlanguage detection (transcribe with no language):")
@@ -163,7 +168,7 @@ async def main(models: list[str], repeat: int, quick: bool) -> None:
         if "error" in res:
             print(f"\n{res['model']}: not measured: {res['error']}")
         else:
-            print(f"{res['model']}: load {res['load_s']} s")
+            print(f"{res['model']} ({res['window']} window): load {res['load_s']} s")
     load = open("/proc/loadavg").read().split()[:3]
     print(f"\nload average at the end: {' '.join(load)} (a shared 2-core machine)")
     path = save("stt" if not quick else "stt_quick", {"repeat": repeat, "quick": quick, "loadavg": load,
@@ -174,7 +179,8 @@ async def main(models: list[str], repeat: int, quick: bool) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated model names")
+    parser.add_argument("--windows", default="short,full", help="comma-separated [stt] window values")
     parser.add_argument("--repeat", type=int, default=3, help="transcriptions per utterance (median time)")
     parser.add_argument("--quick", action="store_true", help="a few utterances per voice, once")
     args = parser.parse_args()
-    asyncio.run(main(args.models.split(","), 1 if args.quick else args.repeat, args.quick))
+    asyncio.run(main(args.models.split(","), args.windows.split(","), 1 if args.quick else args.repeat, args.quick))

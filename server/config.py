@@ -88,6 +88,9 @@ class VADConfig:
     echo_return_db: float = -10.0
 
 
+# [stt] window values (server/providers/whisper_window.py).
+STT_WINDOWS = ("short", "full")
+
 # [turn] detector values (server/turn/detector.py implements them).
 TURN_DETECTORS = ("smart", "silence")
 
@@ -142,6 +145,9 @@ class STTConfig:
     cpu_threads: int = 2
     max_concurrency: int = 1
     no_speech_threshold: float = 0.6
+    # local: "short" = Whisper's encoder hears the utterance plus 4 s of silence (about 4x
+    # faster, server/providers/whisper_window.py); "full" = its 30 s window, always.
+    window: str = "short"
     base_url: str = "https://api.openai.com"  # openai-compatible endpoint
     api_model: str = "whisper-1"  # openai: model name; cartesia: ink-whisper
     cartesia_model: str = "ink-whisper"
@@ -482,6 +488,8 @@ def _validate(config: Config) -> None:
     for key in ("offers_per_minute", "messages_per_second", "messages_per_minute"):
         if getattr(config.limits, key) <= 0:
             raise ConfigError(f"[limits] {key} must be positive")
+    if config.stt.window not in STT_WINDOWS:
+        raise ConfigError(f"[stt] window must be \"short\" or \"full\" (got {config.stt.window!r})")
     cluster = config.cluster
     if cluster.enabled not in ("auto", "true", "false"):
         raise ConfigError(f"[cluster] enabled (REDIS_ENABLED) must be auto, true or false (got {cluster.enabled!r})")

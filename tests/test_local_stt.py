@@ -16,6 +16,7 @@ from server.errors import ConfigError
 from server.providers import create
 from server.providers.base import STT_RATE
 from server.providers.espeak_tts import EspeakTTS
+from server.providers import whisper_window
 from server.providers.local_stt import LocalWhisperSTT, clean_text, load_model, resolve_model
 from tests.support.audio import resample
 
@@ -157,3 +158,50 @@ def test_directory_without_tokenizer_is_refused(tmp_path: Path) -> None:
 )
 def test_clean_text(raw: str, expected: str) -> None:
     assert clean_text(raw) == expected
+
+
+async def test_the_short_and_the_full_window_hear_the_same_questions(model: WhisperModel) -> None:
+    full = LocalWhisperSTT(config_module.load(stt={"provider": "local", "window": "full"}), model=model)
+    short = LocalWhisperSTT(CONFIG, model=model)
+    assert CONFIG.stt.window == "short"  # the default
+    kb = knowledge.load(config_module.ROOT / "knowledge.toml")
+    for question, entry in [("Where is the beach?", "beach"), ("What is the door code?", "access")]:
+        pcm = await spoken(question)
+        heard = {stt: (await stt.transcribe(pcm, "en")).text for stt in (short, full)}
+        assert {kb.search(text, "en", k=1)[0][0].id for text in heard.values()} == {entry}, heard
+    assert (await short.transcribe(bytes(2 * STT_RATE), "en")).text == ""
+    await short.aclose()
+    await full.aclose()
+
+
+def test_an_utterance_too_long_for_a_short_window_uses_the_full_one(model: WhisperModel) -> None:
+    assert whisper_window.window_frames(2 * STT_RATE) == 600  # 2 s + 4 s of silence, 10 ms frames
+    assert whisper_window.window_frames(26 * STT_RATE) is None
+    assert whisper_window.transcribe_short(model, np.zeros(27 * STT_RATE, dtype=np.float32), "en") is None
+
+
+@pytest.mark.parametrize(
+    "heard, kept",
+    [
+        ("No more messages. No more messages. No more", "No more messages."),
+        ("What is the Wi-Fi password? What is the Wi-", "What is the Wi-Fi password?"),
+        ("Yes. Yes.", "Yes."),
+        ("Vale, vale.", "Vale, vale."),
+        ("Hello hello, can you hear me?", "Hello hello, can you hear me?"),
+        ("What time? What time is it?", "What time? What time is it?"),
+        ("I see. I want the wifi.", "I see. I want the wifi."),
+    ],
+)
+def test_a_short_window_repeat_is_trimmed_at_a_sentence_boundary(heard: str, kept: str) -> None:
+    assert whisper_window.trim_repetition(heard) == kept
+
+
+def test_a_loop_compresses_like_one() -> None:
+    loop = "Your call cannot be completed as dialed. " * 6
+    assert whisper_window.compression_ratio(loop) > whisper_window.MAX_COMPRESSION
+    assert whisper_window.compression_ratio("Your call cannot be completed as dialed.") < whisper_window.MAX_COMPRESSION
+
+
+def test_an_unknown_window_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"\[stt\] window"):
+        config_module.load(stt={"window": "tiny"})

@@ -47,6 +47,11 @@ def chirp(seconds: float, amplitude: float = 8000.0, seed: int = 0) -> np.ndarra
         ("Quería preguntar si", "es", "ends with 'si'"),
         ("No sé porque", "es", "ends with 'porque'"),
         ("La habitación de", "es", "ends with 'de'"),
+        ("Wait.", "en", "only an opener"),
+        ("Hold on,", "en", "only an opener"),
+        ("Um, sorry.", "en", "only an opener"),
+        ("Espera.", "es", "only an opener"),
+        ("Perdona, a ver...", "es", "only an opener"),
     ],
 )
 def test_an_utterance_ending_in_a_function_word_is_unfinished(text: str, language: str, reason: str) -> None:
@@ -65,6 +70,9 @@ def test_an_utterance_ending_in_a_function_word_is_unfinished(text: str, languag
         ("Sí.", "es"),
         ("¿A qué hora es el desayuno?", "es"),
         ("Quisiera reservar una mesa para dos.", "es"),
+        ("Sorry?", "en"),  # asks her to say it again
+        ("¿Perdón?", "es"),
+        ("Wait, is there parking?", "en"),
         ("", "en"),
         (None, "es"),
     ],

@@ -12,6 +12,11 @@ languages (:data:`server.protocol.LANGUAGES`): when Whisper's best guess is anot
 language (Valencian speech is often heard as Catalan or Portuguese), the likelier of
 English and Spanish is transcribed instead. The result names it in ``Transcript.language``.
 
+**The window.** ``[stt] window = "short"`` (default) gives Whisper's encoder the utterance
+plus a few seconds of silence instead of its 30 s window, about four times faster
+(:mod:`.whisper_window`, which falls back to the full window when the decoding looks like
+a loop); ``"full"`` always uses the 30 s window. Language detection always does.
+
 Models are loaded once, in :meth:`LocalWhisperSTT.start` (off the event loop), and shared
 by every call. Nothing is ever downloaded: a model that is not on disk is a
 :class:`ConfigError` naming the key. Transcriptions run on a pool of ``[stt]
@@ -34,7 +39,7 @@ from faster_whisper import WhisperModel
 from ..config import Config
 from ..errors import ConfigError
 from ..protocol import LANGUAGES
-from . import whisper_models
+from . import whisper_models, whisper_window
 from .base import STT_RATE, BatchSTT, Transcript
 
 log = logging.getLogger("sandra.stt")
@@ -193,6 +198,13 @@ class LocalWhisperSTT(BatchSTT):
     def _run(
         self, model: WhisperModel, audio: np.ndarray, language: str | None
     ) -> tuple[str, float, str, list[tuple[str, float]] | None]:
+        if language is not None and self._config.stt.window == "short":
+            heard = whisper_window.transcribe_short(model, audio, language)
+            if heard is not None:
+                threshold = self._config.stt.no_speech_threshold
+                if heard.no_speech_prob > threshold and heard.avg_logprob < whisper_window.LOG_PROB_THRESHOLD:
+                    return "", 1.0, language, None  # what faster-whisper does with such a segment
+                return clean_text(heard.text), round(heard.no_speech_prob, 4), language, None
         segments, info = model.transcribe(
             audio,
             language=language,

@@ -4,6 +4,13 @@ An utterance whose last word is an article, a preposition, a conjunction or a po
 ("I would like to know the", "Is there a supermarket and", "Quiero saber si") is not
 finished, whatever punctuation Whisper put after it.
 
+An utterance made only of words that open what comes next ("Wait,", "Hold on", "Sorry",
+"Um", "Espera", "Perdona", "A ver") is not finished either: a guest who says "Wait, is
+there parking?" pauses at the comma, and once the speculative transcript came fast enough
+(the short Whisper window) that pause alone ended the turn at "Wait." If nothing follows,
+the turn still ends at ``max_silence_ms``. With a question mark ("Sorry?", "¿Perdón?") it
+asks her to say it again: a whole turn.
+
 Other cues were measured and left out (bench/eot.py): a trailing "..." from Whisper only
 appeared where the audio model or this rule already said "unfinished", so it adds
 nothing there; the set holds no hesitations ("um", "eh"), so a filler rule could not be
@@ -36,6 +43,16 @@ DANGLING: dict[str, frozenset[str]] = {
 }
 
 
+# Per language: words that, alone, announce more to come (an opener, a filler).
+OPENERS: dict[str, frozenset[str]] = {
+    "en": frozenset("wait hold on hang sorry excuse me um uh er erm hmm well so and also actually hey".split()),
+    "es": frozenset(
+        """espera espere un momento momentito perdona perdone perdón disculpa disculpe oye oiga
+        a ver eh em este bueno pues entonces mira mire y también""".split()
+    ),
+}
+
+
 def last_word(text: str | None) -> str | None:
     found = words(text)
     return found[-1] if found else None
@@ -48,4 +65,6 @@ def unfinished(text: str | None, language: str) -> str | None:
         return None
     if word in DANGLING.get(language, frozenset()):
         return f"ends with {word!r}"
+    if set(words(text)) <= OPENERS.get(language, frozenset()) and not text.rstrip().endswith("?"):
+        return "only an opener"  # "Sorry?" asks her to say it again: a whole turn
     return None
