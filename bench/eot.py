@@ -39,6 +39,7 @@ import numpy as np
 
 from server import config as configuration
 from server.turn import decide, is_backchannel, unfinished
+from server.turn.detector import model_path
 from server.turn.smart_turn import RATE, SmartTurnModel, features
 
 from .common import ROOT, percentiles, save, table
@@ -299,7 +300,7 @@ def main() -> int:
     config = configuration.load(ROOT / "config.toml")
     threshold = config.turn.threshold
     t0 = time.perf_counter()
-    model = SmartTurnModel(config.path(config.turn.model), threads=config.turn.threads)
+    model = SmartTurnModel(model_path(config), threads=config.turn.threads)
     load_s = time.perf_counter() - t0
 
     samples = synthetic_samples(("en", "es"), args.quick)

@@ -119,6 +119,9 @@ class TurnConfig:
     rejudge_ms: int = 0
     # Silence that ends a sound over Sandra (then: backchannel or real interruption?).
     sound_end_ms: int = 100
+    # Start the reply on the speculative transcript, its text and audio held back until the
+    # turn ends with that same transcript (else it is thrown away unheard).
+    preemptive: bool = True
 
 
 @dataclass(frozen=True)

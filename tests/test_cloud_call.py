@@ -357,3 +357,52 @@ async def test_turn_metrics_reflect_the_vendors_delays(fake, cloud, peer_factory
         delays = {"stt_ms": STT_DELAY_S, "llm_ttft_ms": FIRST_TOKEN_DELAY_S, "tts_ttfb_ms": FIRST_BYTE_DELAY_S}
         for key, delay in delays.items():
             assert delay * 1000 <= metrics[key] <= delay * 1000 + SLACK_MS, (key, metrics[key])
+
+
+# --- preemptive generation (smart end of turn) --------------------------------------------------
+
+SMART = {"detector": "smart"}  # the fake's transcripts end in "the": the words say "unfinished"
+
+
+async def test_claude_starts_on_the_speculative_transcript_and_is_heard_when_the_turn_ends(fake, cloud, peer_factory):
+    fake.stt.transcript = "Could you tell me about the"
+    fake.anthropic.script(Reply("Of course, the flat has two bedrooms."))
+    async with cloud(turn=SMART) as srv:
+        peer = await peer_factory(srv)
+        mark = await _greeted(peer)
+        peer.mic.play(speech("Could you tell me about the") + silence(2600))
+        final = await peer.wait_for("transcript", lambda e: e["final"], after=mark, timeout=20)
+        done = await peer.wait_for("response:done", after=mark, timeout=20)
+        assert done == {**done, "turn_id": final["turn_id"], "text": "Of course, the flat has two bedrooms.",
+                        "interrupted": False}
+        # Claude was asked at the first silence, well before the turn ended (max_silence_ms = 2 s) ...
+        (llm,) = fake.anthropic.requests
+        assert llm.body["messages"][-1] == {"role": "user", "content": "Could you tell me about the"}
+        assert llm.at < final["_at"] - 1.0
+        # ... and nothing of the reply reached the caller before it did.
+        turn_events = [i for i, e in enumerate(peer.events) if e.get("turn_id") == final["turn_id"]
+                       and e["type"] in ("response:delta", "viseme")]
+        assert turn_events and min(turn_events) > peer.events.index(final)
+        assert peer.loud_frames(since=final["_at"]) > 50
+        metrics = await peer.wait_for("metrics", lambda e: e["turn_id"] == final["turn_id"], after=mark)
+        assert metrics["preemptive"] is True and metrics["eot_verdicts"] == ["incomplete", "max_silence"]
+
+
+async def test_a_preemptive_reply_is_dropped_unheard_and_its_tools_wait_for_the_turn(fake, cloud, peer_factory, tmp_path):
+    fake.stt.transcript = "The shower is leaking in the"
+    call = ToolCall("notify_host", {"message": "The shower is leaking.", "urgency": "urgent"})
+    fake.anthropic.script(Reply("DROPPED, I'll tell Marta.", tool_calls=[call]),
+                          Reply("I'll tell Marta.", tool_calls=[call]), Reply("She knows."))
+    async with cloud(turn=SMART) as srv:
+        peer = await peer_factory(srv)
+        mark = await _greeted(peer)
+        # A pause long enough for a speculative transcript (and a held reply), then more words.
+        peer.mic.play(speech("The shower is leaking") + silence(900) + speech("in the bathroom") + silence(2600))
+        done = await peer.wait_for("response:done", after=mark, timeout=30)
+        assert done["text"] == "I'll tell Marta. She knows." and done["interrupted"] is False
+        said = "".join(e["text"] for e in peer.events[mark:] if e["type"] == "response:delta")
+        assert said == done["text"]  # the dropped reply never reached the caller
+        assert [e["input"] for e in peer.events[mark:] if e["type"] == "tool"] == [call.input]
+        assert len(fake.anthropic.requests) == 3  # the dropped one, then the reply's two rounds
+        lines = (tmp_path / "host-inbox.jsonl").read_text(encoding="utf-8").splitlines()
+        assert len(lines) == 1  # the dropped reply's notify_host never ran

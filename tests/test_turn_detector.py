@@ -52,6 +52,10 @@ def chirp(seconds: float, amplitude: float = 8000.0, seed: int = 0) -> np.ndarra
         ("Um, sorry.", "en", "only an opener"),
         ("Espera.", "es", "only an opener"),
         ("Perdona, a ver...", "es", "only an opener"),
+        ("What time is?", "en", "a question that stops at 'is'"),
+        ("Where can I?", "en", "a question that stops at 'can i'"),
+        ("How do I", "en", "a question that stops at 'do i'"),
+        ("¿Dónde puedo?", "es", "a question that stops at 'puedo'"),
     ],
 )
 def test_an_utterance_ending_in_a_function_word_is_unfinished(text: str, language: str, reason: str) -> None:
@@ -73,6 +77,12 @@ def test_an_utterance_ending_in_a_function_word_is_unfinished(text: str, languag
         ("Sorry?", "en"),  # asks her to say it again
         ("¿Perdón?", "es"),
         ("Wait, is there parking?", "en"),
+        ("What time is it?", "en"),
+        ("Do you know where it is?", "en"),
+        ("What do you think it is?", "en"),
+        ("Can I?", "en"),
+        ("¿Qué hora es?", "es"),
+        ("No puedo.", "es"),
         ("", "en"),
         (None, "es"),
     ],

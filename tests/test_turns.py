@@ -35,7 +35,11 @@ def show(action: a.Action) -> str:
         case a.CancelTranscription():
             return f"stt cancel {action.turn_id}"
         case a.StartReply():
-            return f"reply {action.turn_id} {action.script or 'llm'}"
+            return f"reply {action.turn_id} {action.script or 'llm'}" + (" held" if action.held else "")
+        case a.ReleaseReply():
+            return f"reply release {action.turn_id}"
+        case a.DropReply():
+            return f"reply drop {action.turn_id}"
         case a.CancelReply():
             return f"reply cancel {action.turn_id}"
         case a.FlushAudio():
@@ -370,6 +374,112 @@ def test_noise_judged_with_no_words_ends_the_turn_unanswered():
     h.core.turn_judged(2, 0, 0.2, h.t)
     h.core.transcribed(2, Transcript("", 0.9), 50.0, h.t)
     assert h.take() == ["vad False", "state thinking 2", "state listening 2"]
+
+
+# --- preemptive generation ----------------------------------------------------------------------
+
+PREEMPT = TurnPolicy(detector="smart", min_silence_ms=200, max_silence_ms=2000, preemptive=True)
+
+
+def preempting() -> Harness:
+    def judge(probability: float | None, text: str, language: str) -> bool:
+        return (probability or 0.0) > 0.5 and not text.rstrip(".?!").endswith(" the")
+
+    h = Harness(end_silence_ms=2000, policy=PREEMPT, judge=judge)
+    h.greeted()
+    return h
+
+
+def test_a_reply_prepared_on_the_speculative_transcript_is_released_when_the_turn_ends_with_it():
+    h = preempting()
+    h.audio("xxxxx" + "." * 10)
+    h.core.transcribed(2, Transcript("Is there parking?", 0.0), 90.0, h.t)
+    start = h.actions()
+    assert [show(x) for x in start] == ["reply 2 llm held"]  # before any verdict: nothing is said yet
+    assert start[0].history[-1] == ChatMessage("user", "Is there parking?")  # type: ignore[union-attr]
+    assert h.core.history[-1].role == "assistant"  # nothing remembered before the turn is over
+    h.core.turn_judged(2, 0, 0.3, h.t)  # the audio sounds unfinished: keep listening
+    assert h.take() == []
+    assert h.audio("." * 89) == []
+    assert h.audio(".") == ["vad False", "state thinking 2", "transcript 2 Is there parking?", "reply release 2"]
+    assert h.core.history[-1] == ChatMessage("user", "Is there parking?")
+    h.played(2)
+    h.core.reply_finished(2, "No, but the street is free.", T, h.t)
+    metrics = [x.event for x in h.actions() if isinstance(x, a.Send) and isinstance(x.event, TurnMetrics)][0]
+    assert metrics.extra["preemptive"] is True and metrics.extra["eot_verdicts"] == ["incomplete", "max_silence"]
+
+
+def test_a_finished_verdict_after_the_transcript_releases_the_held_reply():
+    h = preempting()
+    h.audio("xxxxx" + "." * 10)
+    h.core.transcribed(2, Transcript("Is there parking?", 0.0), 90.0, h.t)
+    h.core.turn_judged(2, 0, 0.9, h.t)
+    assert h.take() == ["reply 2 llm held", "vad False", "state thinking 2", "transcript 2 Is there parking?",
+                        "reply release 2"]
+
+
+def test_no_reply_is_prepared_when_both_verdicts_are_in_together():
+    h = preempting()
+    h.audio("xxxxx" + "." * 10)
+    h.core.turn_judged(2, 0, 0.9, h.t)
+    h.core.transcribed(2, Transcript("Is there parking?", 0.0), 90.0, h.t)
+    assert h.take() == ["vad False", "state thinking 2", "transcript 2 Is there parking?", "reply 2 llm"]
+
+
+def test_the_held_reply_is_dropped_unheard_when_the_caller_goes_on():
+    h = preempting()
+    h.audio("xxxxx" + "." * 10)
+    h.core.transcribed(2, Transcript("I would like to know the", 0.0), 90.0, h.t)
+    h.core.turn_judged(2, 0, 0.9, h.t)
+    assert h.take() == ["reply 2 llm held"]  # "the": unfinished, but the reply is prepared anyway
+    assert h.audio("xx") == ["reply drop 2", "stt cancel 2", "stt 2 (15 chunks, en)"]
+    h.audio("xxx" + "." * 10)
+    h.core.transcribed(2, Transcript("I would like to know the wifi password.", 0.0), 90.0, h.t, seq=1)
+    assert h.take() == ["reply 2 llm held"]  # prepared again, on the whole utterance
+    h.core.turn_judged(2, 1, 0.95, h.t)
+    assert h.take()[-2:] == ["transcript 2 I would like to know the wifi password.", "reply release 2"]
+
+
+def test_a_held_reply_that_fails_is_dropped_and_the_turn_answered_afresh():
+    h = preempting()
+    h.audio("xxxxx" + "." * 10)
+    h.core.transcribed(2, Transcript("Is there parking?", 0.0), 90.0, h.t)
+    h.core.turn_judged(2, 0, 0.3, h.t)
+    h.take()
+    h.core.reply_failed(2, "provider_error", "the anthropic service failed", h.t)
+    assert h.take() == ["reply drop 2"]  # no error, no apology: nobody heard it
+    assert h.audio("." * 90) == ["vad False", "state thinking 2", "transcript 2 Is there parking?", "reply 2 llm"]
+
+
+def test_a_message_typed_or_a_hang_up_drops_the_held_reply():
+    h = preempting()
+    h.audio("xxxxx" + "." * 10)
+    h.core.transcribed(2, Transcript("Is there parking?", 0.0), 90.0, h.t)
+    h.take()
+    h.core.typed("What is the wifi password?", h.t)
+    assert h.take()[:2] == ["stt cancel 2", "reply drop 2"]
+    h.core.reply_finished(2, "stale", T, h.t)  # a held reply never finishes on its own
+    assert h.take() == []
+    h = preempting()
+    h.audio("xxxxx" + "." * 10)
+    h.core.transcribed(2, Transcript("Is there parking?", 0.0), 90.0, h.t)
+    h.take()
+    h.core.end(h.t)
+    assert "reply drop 2" in h.take()
+
+
+def test_no_reply_is_prepared_while_another_one_is_unwinding():
+    h = preempting()
+    turn = h.answering("Tell me about the beach.")
+    h.audio("xxxxx")  # over Sandra: cut (confirm at once), the next turn
+    h.take()
+    h.audio("." * 10)
+    h.core.transcribed(turn + 1, Transcript("Is there parking?", 0.0), 90.0, h.t)
+    assert "reply 3 llm held" not in h.take()  # the cut reply is not gone yet
+    h.core.reply_cancelled(turn, "The beach", T, h.t)
+    h.take()
+    h.core.turn_judged(turn + 1, 0, 0.9, h.t)
+    assert h.take()[-1] == "reply 3 llm"
 
 
 # --- barge-in in two steps ---------------------------------------------------------------------

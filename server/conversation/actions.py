@@ -61,6 +61,23 @@ class StartReply:
     history: Sequence[ChatMessage]
     language: str
     caller_turn: int
+    # Preemptive: prepared on a speculative transcript before the turn is over. Its text,
+    # events and audio are produced but held back until ReleaseReply (or dropped).
+    held: bool = False
+
+
+@dataclass(frozen=True)
+class ReleaseReply:
+    """The turn ended with the transcript a held reply was prepared on: let it be heard."""
+
+    turn_id: int
+
+
+@dataclass(frozen=True)
+class DropReply:
+    """Throw a held reply away unheard: cancel its task; nothing is reported."""
+
+    turn_id: int
 
 
 @dataclass(frozen=True)
@@ -107,5 +124,5 @@ class ReplyTimings:
 
 Action = (
     Send | StartTranscription | FeedTranscription | FinishTranscription | CancelTranscription
-    | StartReply | CancelReply | FlushAudio | PauseAudio | ResumeAudio | JudgeAudio
+    | StartReply | ReleaseReply | DropReply | CancelReply | FlushAudio | PauseAudio | ResumeAudio | JudgeAudio
 )

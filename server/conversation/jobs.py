@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -26,10 +27,10 @@ from ..errors import ProviderError
 from ..events import ResponseDelta, ToolUsed
 from ..media.outbound import OutboundAudio
 from ..providers import Providers
-from ..providers.base import CALLER_TURN, LLMRequest, Transcript, ToolUse
+from ..providers.base import CALLER_TURN, LLMRequest, Transcript
 from . import actions
 from .actions import ReplyTimings
-from .reply import Reply, speak
+from .reply import Hold, Reply, speak
 from .turns import TurnTaking
 
 if TYPE_CHECKING:
@@ -126,6 +127,7 @@ class _Transcription:
 class _Reply:
     reply: Reply
     task: asyncio.Task[None] | None = None
+    hold: Hold | None = None  # a preemptive reply, until released
 
 
 async def _once(text: str) -> AsyncIterator[str]:
@@ -171,7 +173,19 @@ class Jobs:
                     job.task.cancel()
             case actions.StartReply():
                 reply = self._replies.setdefault(action.turn_id, _Reply(Reply(action.turn_id)))
+                if action.held:
+                    turn_id = action.turn_id
+                    reply.hold = Hold(self._call.send, lambda: self._outbound.begin_reply(turn_id))
                 reply.task = self._call.spawn(self._speak(action, reply), f"reply-{action.turn_id}")
+            case actions.ReleaseReply():
+                if (reply := self._replies.get(action.turn_id)) is not None and reply.hold is not None:
+                    reply.hold.release()
+            case actions.DropReply():
+                reply = self._replies.get(action.turn_id)
+                if reply is not None and reply.hold is not None and not reply.hold.released.is_set():
+                    del self._replies[action.turn_id]
+                    if reply.task is not None:
+                        reply.task.cancel()
             case actions.JudgeAudio():
                 self._call.spawn(self._judge(action), f"judge-{action.turn_id}")
             case actions.CancelReply():
@@ -247,7 +261,7 @@ class Jobs:
 
     async def _speak(self, action: actions.StartReply, job: _Reply) -> None:
         CALLER_TURN.set(action.caller_turn)
-        post, turn_id, reply = self._call.post, action.turn_id, job.reply
+        post, turn_id, reply, hold = self._call.post, action.turn_id, job.reply, job.hold
         if action.script == "apology":
             await self._apologize(action, job)
             self._finished(turn_id, job)
@@ -259,12 +273,19 @@ class Jobs:
                 greeting = recording.announce(greeting, action.language)  # "this call is recorded"
             pieces = _once(greeting)
         else:
-            request = LLMRequest(tuple(action.history), action.language, notify=self._tool_used)
+            send = hold.send if hold is not None else self._call.send
+            request = LLMRequest(tuple(action.history), action.language,
+                                 notify=lambda tool: send(ToolUsed(tool.name, tool.input)))
+            if hold is not None:  # its tools' effects wait for the turn to be over
+                request = dataclasses.replace(request, confirmed=hold.released.wait)
             pieces = llm.reply(request)
         try:
-            self._outbound.begin_reply(turn_id)
+            if hold is None:
+                self._outbound.begin_reply(turn_id)
             await speak(reply, pieces, tts=self._providers.tts, language=action.language, outbound=self._outbound,
-                        send=self._call.send, clock=self._clock)
+                        send=self._call.send, clock=self._clock, hold=hold)
+            if hold is not None:
+                await hold.released.wait()  # a reply with no audio at all still waits for its turn
             await self._outbound.drained()
         except ProviderError as exc:
             self._provider_failed(exc, "llm")
@@ -319,9 +340,6 @@ class Jobs:
         return reply.played_text(outbound.reply_sent, outbound.reply_written)
 
     # --- reporting ----------------------------------------------------------------------
-
-    def _tool_used(self, tool: ToolUse) -> None:
-        self._call.send(ToolUsed(tool.name, tool.input))
 
     def _provider_failed(self, exc: ProviderError, role: str) -> None:
         log.warning("call %s: %s", self._call.session_id, exc)

@@ -8,6 +8,11 @@ backpressure. Cancelling the task running :func:`speak` (barge-in) stops the LLM
 the TTS stream and the queued audio together; the caller flushes the track first, in
 the same step.
 
+:class:`Hold` holds a preemptive reply back: prepared on a speculative transcript before
+the caller's turn is over, its events wait in a list and its audio before the first write,
+until :meth:`Hold.release` (the turn ended with that transcript) or the task is cancelled
+(they went on).
+
 :class:`Reply` keeps track of which text has been turned into audio and where, so that
 :meth:`Reply.played_text` can say what the caller actually heard.
 """
@@ -70,6 +75,33 @@ class Reply:
         return " ".join(t for t in heard if t).strip()
 
 
+class Hold:
+    """A preemptive reply's gate: events are kept, audio waits, until :meth:`release`."""
+
+    def __init__(self, send: Send, on_release: Callable[[], None]) -> None:
+        self._send = send
+        self._on_release = on_release
+        self._kept: list[Event] = []
+        self.released = asyncio.Event()
+
+    def send(self, event: Event) -> None:
+        if self.released.is_set():
+            self._send(event)
+        else:
+            self._kept.append(event)
+
+    def release(self) -> None:
+        """The turn is the caller's for good: the reply becomes Sandra's reply (synchronously,
+        in the call's task, so nothing of the turn's own events can come between)."""
+        if self.released.is_set():
+            return
+        self._on_release()
+        kept, self._kept = self._kept, []
+        for event in kept:
+            self._send(event)
+        self.released.set()
+
+
 async def speak(
     reply: Reply,
     pieces: AsyncIterator[str],
@@ -79,9 +111,13 @@ async def speak(
     outbound: OutboundAudio,
     send: Send,
     clock: Callable[[], float] = time.monotonic,
+    hold: Hold | None = None,
 ) -> None:
     """Speak the streamed ``pieces`` as ``reply``. Returns when the TTS stream is done
-    (audio may still be queued on the track: await ``outbound.drained()``)."""
+    (audio may still be queued on the track: await ``outbound.drained()``). With ``hold``,
+    everything is prepared but nothing is sent or played before it is released."""
+    if hold is not None:
+        send = hold.send
     stream = tts.open(language)
     resampler = Resampler(outbound.sample_rate)
     rate = outbound.sample_rate
@@ -125,6 +161,8 @@ async def speak(
             if reply.tts_first_at is None:
                 reply.tts_first_at = clock()
             pcm = resampler.convert(chunk.pcm, chunk.sample_rate)
+            if hold is not None:
+                await hold.released.wait()  # the first audio is ready: it plays once released
             if chunk.visemes:
                 _send_visemes(reply.turn_id, chunk.visemes, outbound.reply_sent / rate * 1000, send)
             await outbound.write(pcm)

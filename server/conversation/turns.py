@@ -74,11 +74,13 @@ from .actions import (
     Action,
     CancelReply,
     CancelTranscription,
+    DropReply,
     FeedTranscription,
     FinishTranscription,
     FlushAudio,
     JudgeAudio,
     PauseAudio,
+    ReleaseReply,
     ReplyTimings,
     ResumeAudio,
     Send,
@@ -105,6 +107,7 @@ class TurnPolicy:
     confirm_ms: int = 1200
     resume_ms: int = 400
     sound_end_ms: int = 100  # silence that ends an interrupting sound
+    preemptive: bool = False  # start the reply on the speculative transcript, held back
 
 
 def _ms(seconds: float) -> float:
@@ -164,6 +167,10 @@ class Turn:
     eos_ms: float | None = None
     stt_ms: float | None = None
     replying: bool = False
+    # A held reply prepared on the speculative transcript: the (history, language) it was
+    # asked with; ``preemptive`` once it was released (it is the turn's reply).
+    preempted: tuple[tuple[ChatMessage, ...], str] | None = None
+    preemptive: bool = False
     first_audio_at: float | None = None
     done: bool = False
 
@@ -221,7 +228,7 @@ class TurnTaking:
         vad, turn = config.vad, config.turn
         smart = turn.detector == "smart" and evidence is not None and evidence.smart
         policy = TurnPolicy("smart" if smart else "silence", turn.min_silence_ms, turn.max_silence_ms,
-                            turn.rejudge_ms, turn.confirm_ms, turn.resume_ms, turn.sound_end_ms)
+                            turn.rejudge_ms, turn.confirm_ms, turn.resume_ms, turn.sound_end_ms, turn.preemptive)
         segmenter = SpeechSegmenter(start_ms=vad.start_ms, end_silence_ms=turn.max_silence_ms if smart else vad.end_silence_ms,
                                     pre_roll_ms=vad.pre_roll_ms, barge_in_ms=vad.barge_in_ms)
         return cls(
@@ -514,6 +521,7 @@ class TurnTaking:
         turn.seq += 1
         turn.speculating = False
         turn.speculative = None
+        self._drop_preempted(turn)
         turn.judged = False
         turn.probability = None
         self._do(CancelTranscription(turn.id))
@@ -530,14 +538,15 @@ class TurnTaking:
         turn.probability = probability
         self._decide(turn, at)
 
-    def _decide(self, turn: Turn, at: float) -> None:
+    def _decide(self, turn: Turn, at: float) -> bool:
+        """End the turn on the speculative transcript if both verdicts say it is finished."""
         if turn.speculative is None or not turn.judged:
-            return  # both verdicts first
+            return False  # both verdicts first
         text = turn.speculative.text.strip()
         complete = not self._has_words(turn.speculative) or self.judge(turn.probability, text, self.language)
         turn.verdicts.append("complete" if complete else "incomplete")
         if not complete:
-            return
+            return False
         self.segmenter.cut()
         self._send(Vad(False))
         self._listening = None
@@ -548,6 +557,30 @@ class TurnTaking:
             self._go(State.THINKING)
         turn.transcribing = False
         self._answer(turn, turn.speculative)
+        return True
+
+    def _preempt(self, turn: Turn, transcript: Transcript) -> None:
+        """Prepare the reply to the speculative ``transcript`` while the turn may still go
+        on: it is asked for now and held back (:meth:`_start_reply` releases or drops it)."""
+        if not self.policy.preemptive or turn.preempted is not None or not self._has_words(transcript):
+            return
+        if self._unwinding or self._active is not None:
+            return  # another reply is under way or unwinding: the history is not settled
+        language = self._language_of(transcript)
+        history = (*self.history, ChatMessage("user", transcript.text.strip()))[-MAX_HISTORY:]
+        turn.preempted = (history, language)
+        self._do(StartReply(turn.id, turn.kind, None, history, language, turn.caller_turn, held=True))
+
+    def _drop_preempted(self, turn: Turn) -> None:
+        if turn.preempted is not None:
+            turn.preempted = None
+            self._do(DropReply(turn.id))
+
+    def _language_of(self, transcript: Transcript) -> str:
+        """The call's language once ``transcript`` is heard (it may detect it)."""
+        if self.detect_language and transcript.language in ("en", "es"):
+            return transcript.language
+        return self.language
 
     def _begin_voice_turn(self, audio: list[bytes], at: float, *, new_id: bool = True) -> None:
         """The caller's speech is a new turn (``new_id``: it starts one; else the barge-in
@@ -590,7 +623,8 @@ class TurnTaking:
         if turn is self._listening:  # smart end of turn: the utterance so far
             turn.speculating = False
             turn.speculative = transcript
-            self._decide(turn, at)
+            if not self._decide(turn, at):
+                self._preempt(turn, transcript)
             return
         turn.transcribing = False
         self._answer(turn, transcript)
@@ -610,7 +644,7 @@ class TurnTaking:
                     self._go(State.LISTENING)
             return
         if self.detect_language and transcript.language in ("en", "es"):
-            self.language = transcript.language
+            self.language = self._language_of(transcript)
             self.detect_language = False
         turn.transcript = text
         self._send(TranscriptEvent(turn.id, text, True))
@@ -685,7 +719,7 @@ class TurnTaking:
     def reply_finished(self, turn_id: int, text: str, timings: ReplyTimings, at: float) -> None:
         """The reply was spoken to its end (its audio has left)."""
         turn = self._turns.get(turn_id)
-        if turn is None or turn.done:
+        if turn is None or turn.done or not turn.replying:
             return
         text = text.strip()
         self._forget(turn)
@@ -701,6 +735,9 @@ class TurnTaking:
         """The reply failed (a provider error or a defect): the same turn apologises."""
         turn = self._turns.get(turn_id)
         if turn is None or turn.done:
+            return
+        if not turn.replying:  # a held reply failed before the turn ended: answer afresh then
+            self._drop_preempted(turn)
             return
         self._send(Error(code, message))
         self._start_reply(turn, "apology")
@@ -815,6 +852,13 @@ class TurnTaking:
 
     def _start_reply(self, turn: Turn, script: str | None) -> None:
         turn.replying = True
+        held, turn.preempted = turn.preempted, None
+        if held is not None:
+            if script is None and held == (tuple(self.history), self.language):
+                turn.preemptive = True  # prepared on the very transcript the turn ended with
+                self._do(ReleaseReply(turn.id))
+                return
+            self._do(DropReply(turn.id))
         self._do(StartReply(turn.id, turn.kind, script, tuple(self.history), self.language, turn.caller_turn))
 
     def _after_unwinding(self, work: Callable[[], None]) -> None:
@@ -829,6 +873,7 @@ class TurnTaking:
         return turn
 
     def _forget(self, turn: Turn) -> None:
+        self._drop_preempted(turn)
         turn.done = True
         self._turns.pop(turn.id, None)
 
@@ -855,6 +900,8 @@ class TurnTaking:
                                     if v is not None}
         if turn.verdicts:
             shown["eot_verdicts"] = list(turn.verdicts)
+        if turn.preemptive:
+            shown["preemptive"] = True
         self._send(TurnMetrics(turn.id, kind=turn.kind, interrupted=interrupted, extra=shown))  # type: ignore[arg-type]
 
     def _go(self, state: State) -> None:

@@ -340,6 +340,7 @@ class AnthropicLLM(LLM):
             request.notify(ToolUse(name, {"message": message, "urgency": urgency}))
             if not message:
                 return "notify_host needs a message.", False
+            await request.confirmed()  # a preemptive reply tells the host only once the turn is over
             entry = {"time": datetime.now(UTC).isoformat(timespec="seconds"), "urgency": urgency,
                      "message": message, "language": request.language}
             path = self._config.path(self._llm.host_inbox)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextvars
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -61,12 +61,20 @@ class ToolUse:
     input: dict[str, Any]
 
 
+async def _at_once() -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class LLMRequest:
     history: Sequence[ChatMessage]  # oldest first; the last one is the user's turn
     language: str = "en"
     # Side-channel reports for the client's debug console: ``notify(ToolUse(...))``.
     notify: Callable[[ToolUse], None] = field(default=lambda event: None)
+    # Awaited before anything with an effect outside the reply (a tool such as notify_host):
+    # a preemptive reply, prepared before the caller's turn is over, waits there until the
+    # turn ends with its transcript (or is cancelled, and nothing happened).
+    confirmed: Callable[[], Awaitable[object]] = field(default=lambda: _at_once())
 
 
 @dataclass(frozen=True)

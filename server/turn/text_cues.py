@@ -11,6 +11,11 @@ there parking?" pauses at the comma, and once the speculative transcript came fa
 the turn still ends at ``max_silence_ms``. With a question mark ("Sorry?", "¿Perdón?") it
 asks her to say it again: a whole turn.
 
+A wh-question that stops before its verb ("What time is", "Where can I", "¿Dónde puedo")
+is not finished: Whisper often writes these with a question mark at a pause, and the audio
+model, hearing a rising question, may agree. Only short ones for "is"/"can"... alone
+("What do you think it is?" is whole); "is it" ends "What time is it?", so "it" never counts.
+
 Other cues were measured and left out (bench/eot.py): a trailing "..." from Whisper only
 appeared where the audio model or this rule already said "unfinished", so it adds
 nothing there; the set holds no hesitations ("um", "eh"), so a filler rule could not be
@@ -53,6 +58,35 @@ OPENERS: dict[str, frozenset[str]] = {
 }
 
 
+# Per language: a question that opens with one of these and stops at a verb that needs
+# more ("What time is", "Where can I", "¿Dónde puedo") is not finished.
+QUESTION_WORDS: dict[str, frozenset[str]] = {
+    "en": frozenset("what where when how who which why".split()),
+    "es": frozenset("qué dónde cuándo cómo cuál cuáles quién cuánto cuánta cuántos cuántas donde cuando".split()),
+}
+# English: a short wh-question ending in one of these has no verb yet ("Where is", "What time
+# is"); "What do you think it is?" is longer than SHORT_QUESTION words and left alone.
+AUXILIARIES = frozenset("is are was were am do does did can could should would will may might must shall".split())
+SUBJECTS = frozenset("i we you they he she it".split())
+SHORT_QUESTION = 4
+# Spanish: a modal verb still waiting for its infinitive ("¿Dónde puedo", "¿Cómo podemos").
+MODALS_ES = frozenset("puedo puedes puede podemos pueden podría podríamos quiero quisiera queremos debo debemos".split())
+
+
+def _verb_missing(found: list[str], language: str) -> str | None:
+    if len(found) < 2 or found[0] not in QUESTION_WORDS.get(language, frozenset()):
+        return None
+    last, before = found[-1], found[-2]
+    if language == "en":
+        if last in AUXILIARIES and len(found) <= SHORT_QUESTION:
+            return f"a question that stops at {last!r}"
+        if last in SUBJECTS and before in AUXILIARIES and last != "it":  # "Where can I", not "What time is it"
+            return f"a question that stops at {before + ' ' + last!r}"
+    if language == "es" and last in MODALS_ES:
+        return f"a question that stops at {last!r}"
+    return None
+
+
 def last_word(text: str | None) -> str | None:
     found = words(text)
     return found[-1] if found else None
@@ -65,6 +99,7 @@ def unfinished(text: str | None, language: str) -> str | None:
         return None
     if word in DANGLING.get(language, frozenset()):
         return f"ends with {word!r}"
-    if set(words(text)) <= OPENERS.get(language, frozenset()) and not text.rstrip().endswith("?"):
+    found = words(text)
+    if set(found) <= OPENERS.get(language, frozenset()) and not (text or "").rstrip().endswith("?"):
         return "only an opener"  # "Sorry?" asks her to say it again: a whole turn
-    return None
+    return _verb_missing(found, language)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -64,6 +65,7 @@ class AnthropicRequest:
     status: int = 200
     completed: bool = False  # the stream was written to its end (message_stop)
     client_closed: bool = False  # the client went away before the stream finished
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
 
 _ERROR_TYPES = {
