@@ -3,7 +3,7 @@
 Whisper's encoder always reads 30 s of audio; a guest's question is one to three seconds
 of it, and the encoder is most of the cost (on the 2-core test machine, tiny.en: 335 ms of
 a 420 ms transcription). CTranslate2 accepts shorter features, so the short window gives
-the encoder the utterance plus :data:`PAD_S` of silence (padded in the audio, as Whisper's
+the encoder the utterance plus :data:`PAD_S` of silence (:data:`MIN_WINDOW_S` at least) (padded in the audio, as Whisper's
 own padding is) and decodes greedily from there: about four times faster.
 
 Whisper was trained on 30 s windows and, on a short one, misbehaves in two ways, each
@@ -39,6 +39,7 @@ from faster_whisper.transcribe import get_suppressed_tokens
 RATE = 16000
 HOP = 160  # samples per feature frame (10 ms)
 PAD_S = 4.0  # silence after the utterance: 1-2 s repeat more, 4 s matched the full window's accuracy
+MIN_WINDOW_S = 10.0  # a backchannel alone in 4.4 s was misheard ("Sure." -> "picture."); in 10 s it is not
 FULL_FRAMES = 3000  # Whisper's 30 s window
 MAX_COMPRESSION = 2.4
 LOG_PROB_THRESHOLD = -1.0  # with no_speech_threshold: faster-whisper's rule for "no speech"
@@ -56,10 +57,10 @@ class Heard:
     avg_logprob: float
 
 
-def window_frames(samples: int, pad_s: float = PAD_S) -> int | None:
-    """Feature frames of the short window for ``samples`` of audio; None when it would not
-    be shorter than Whisper's own 30 s."""
-    frames = -(-(samples + int(pad_s * RATE)) // HOP)
+def window_frames(samples: int) -> int | None:
+    """Feature frames of the short window for ``samples`` of audio (at least
+    :data:`MIN_WINDOW_S`); None when it would not be shorter than Whisper's own 30 s."""
+    frames = max(-(-(samples + int(PAD_S * RATE)) // HOP), int(MIN_WINDOW_S * RATE) // HOP)
     return frames if frames < FULL_FRAMES else None
 
 
