@@ -39,7 +39,7 @@ from faster_whisper.transcribe import get_suppressed_tokens
 RATE = 16000
 HOP = 160  # samples per feature frame (10 ms)
 PAD_S = 4.0  # silence after the utterance: 1-2 s repeat more, 4 s matched the full window's accuracy
-MIN_WINDOW_S = 10.0  # a backchannel alone in 4.4 s was misheard ("Sure." -> "picture."); in 10 s it is not
+MIN_WINDOW_S = 8.0  # a backchannel alone in 4.4 s was misheard ("Sure." -> "picture."); in 8 s it is not
 FULL_FRAMES = 3000  # Whisper's 30 s window
 MAX_COMPRESSION = 2.4
 LOG_PROB_THRESHOLD = -1.0  # with no_speech_threshold: faster-whisper's rule for "no speech"

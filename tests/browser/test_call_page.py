@@ -1,6 +1,8 @@
 """The call page on the scripted server: typed turns, barge-in, hang-up, language, API shape.
 
-Each test runs in Chromium and in Firefox (``@both_engines``)."""
+A typed message, the interrupt button and hang-up run in Chromium and in Firefox
+(``@both_engines``, what issue 14 asks of the second engine); the rest in Chromium only,
+for the suite's time (each passed in Firefox too when it ran there, 2026-12-01)."""
 
 from __future__ import annotations
 
@@ -29,7 +31,6 @@ def start_call(page: Any) -> dict[str, Any]:
     return wait_event(page, "response:done", timeout=GREETING_DONE)
 
 
-@both_engines
 def test_status_and_metrics_have_the_documented_shape_before_a_call(call_page: Any) -> None:
     status = call_page.evaluate("window.sandra.getStatus()")
     assert_shape(status, STATUS_SHAPE)
@@ -42,7 +43,6 @@ def test_status_and_metrics_have_the_documented_shape_before_a_call(call_page: A
     assert call_page.is_visible("#call") and not call_page.is_visible("#hangup")
 
 
-@both_engines
 def test_the_public_api_of_sandra_js(call_page: Any) -> None:
     api = call_page.evaluate(
         """async () => {
@@ -63,7 +63,6 @@ def test_the_public_api_of_sandra_js(call_page: Any) -> None:
     assert api["same"] is True
 
 
-@both_engines
 def test_a_denied_microphone_says_so_and_leaves_the_page_usable(browser: Any, scripted_server: SandraServer) -> None:
     page, errors = open_page(browser, f"{scripted_server.url}/", viewport={"width": 1280, "height": 800})
     # What a browser does when the guest taps "Block".
@@ -165,7 +164,6 @@ def test_hang_up_ends_the_call_and_frees_the_session(call_page: Any) -> None:
     assert sessions_left == 0
 
 
-@both_engines
 def test_spanish_switch_translates_the_page_and_starts_the_call_in_spanish(call_page: Any) -> None:
     call_page.click(".lang-opt[data-lang=es]")
     assert call_page.get_attribute("html", "lang") == "es"
@@ -178,7 +176,6 @@ def test_spanish_switch_translates_the_page_and_starts_the_call_in_spanish(call_
     call_page.click(".lang-opt[data-lang=en]")  # back to English for the next test (localStorage)
 
 
-@both_engines
 def test_a_tap_restarts_audio_the_browser_stopped(call_page: Any) -> None:
     # What iOS Safari does when it interrupts the audio session, or any browser whose
     # autoplay policy refused to start the remote audio: the next tap starts it again.

@@ -1,7 +1,8 @@
 """The datachannel debug console: every flow by hand, and the server's error handling.
 
-The whole call and the request-id check run in Chromium and in Firefox (``@both_engines``);
-the raw-message test copies to the clipboard with Chromium's clipboard permissions (not
+The whole call runs in Chromium and in Firefox (``@both_engines``); the request-id check
+in Chromium only, for the suite's time (it passed in Firefox when it ran there); the
+raw-message test copies to the clipboard with Chromium's clipboard permissions (not
 tried in Firefox), so it runs in Chromium only."""
 
 from __future__ import annotations
@@ -110,7 +111,6 @@ def test_raw_messages_exercise_the_servers_error_handling(console: Any) -> None:
     assert copied.count("\n") == 2 and all('"error"' in line for line in copied.splitlines())
 
 
-@both_engines
 def test_an_error_answer_echoes_the_request_id(console: Any) -> None:
     console.click("#connect")
     wait_log(console, "in", "auth:ok")
