@@ -194,8 +194,9 @@ def test_a_spoken_question_is_transcribed_and_answered_out_loud(guest: Guest, vo
     # The mouth starts moving when the caller starts hearing the answer, not when it was sent.
     heard_at = next(s["at"] for s in energy if s["rms"] > 0.01)
     moved_at = next(s["at"] for s in mouth if s["open"] > 0.1)
-    # Not ahead of the sound (what the avatar's playout-delay timing is for); behind it by at
-    # most 200 ms in Chromium, 300 ms in Firefox (a full-suite run once saw 208 ms there).
+    # At most 200 ms ahead of the sound (what the avatar's playout-delay timing is for), and
+    # behind it by at most 200 ms in Chromium, 300 ms in Firefox (a full-suite run once saw
+    # 208 ms there).
     lag_limit = 200 if guest.engine == "chromium" else 300
     assert -200 < moved_at - heard_at < lag_limit, (heard_at - speaking_at, moved_at - speaking_at)
 
