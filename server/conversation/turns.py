@@ -576,11 +576,15 @@ class TurnTaking:
             turn.preempted = None
             self._do(DropReply(turn.id))
 
-    def _language_of(self, transcript: Transcript) -> str:
-        """The call's language once ``transcript`` is heard (it may detect it)."""
+    def _detected(self, transcript: Transcript) -> str | None:
+        """The language ``transcript`` sets for the call, if the call is still detecting it."""
         if self.detect_language and transcript.language in ("en", "es"):
             return transcript.language
-        return self.language
+        return None
+
+    def _language_of(self, transcript: Transcript) -> str:
+        """The call's language once ``transcript`` is heard."""
+        return self._detected(transcript) or self.language
 
     def _begin_voice_turn(self, audio: list[bytes], at: float, *, new_id: bool = True) -> None:
         """The caller's speech is a new turn (``new_id``: it starts one; else the barge-in
@@ -643,8 +647,8 @@ class TurnTaking:
                 if self.state in (State.USER_SPEAKING, State.THINKING) and self.turn_id == turn.id:
                     self._go(State.LISTENING)
             return
-        if self.detect_language and transcript.language in ("en", "es"):
-            self.language = self._language_of(transcript)
+        if (detected := self._detected(transcript)) is not None:
+            self.language = detected
             self.detect_language = False
         turn.transcript = text
         self._send(TranscriptEvent(turn.id, text, True))

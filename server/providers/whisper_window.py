@@ -73,9 +73,8 @@ def squeeze_pauses(audio: np.ndarray, keep_s: float = KEEP_PAUSE_S) -> np.ndarra
     rms = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
     quiet = rms < rms.max() * 10 ** (-PAUSE_BELOW_DB / 20)
     keep = int(keep_s * RATE / PAUSE_FRAME)
-    run = np.zeros(len(frames), dtype=np.int64)  # length of the quiet run up to each frame
-    for i in np.flatnonzero(quiet):
-        run[i] = run[i - 1] + 1 if i and quiet[i - 1] else 1
+    index = np.arange(len(frames))
+    run = index - np.maximum.accumulate(np.where(quiet, -1, index))  # quiet frames up to each (0: loud)
     return np.concatenate([frames[run <= keep].reshape(-1), audio[frames.size :]])
 
 

@@ -87,19 +87,13 @@ def _verb_missing(found: list[str], language: str) -> str | None:
     return None
 
 
-def last_word(text: str | None) -> str | None:
-    found = words(text)
-    return found[-1] if found else None
-
-
 def unfinished(text: str | None, language: str) -> str | None:
     """Why ``text`` cannot be a whole turn (a short reason for logs and metrics), or None."""
-    word = last_word(text)
-    if word is None:
-        return None
-    if word in DANGLING.get(language, frozenset()):
-        return f"ends with {word!r}"
     found = words(text)
+    if not found:
+        return None
+    if found[-1] in DANGLING.get(language, frozenset()):
+        return f"ends with {found[-1]!r}"
     if set(found) <= OPENERS.get(language, frozenset()) and not (text or "").rstrip().endswith("?"):
         return "only an opener"  # "Sorry?" asks her to say it again: a whole turn
     return _verb_missing(found, language)

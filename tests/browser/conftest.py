@@ -280,9 +280,13 @@ def screenshot(page: Any, name: str) -> Path:
     return path
 
 
-def open_page(browser: Any, url: str, **context_options: Any) -> tuple[Any, list[str]]:
-    """A fresh context and page at ``url``, ready, recording events. Returns (page, JS errors)."""
+def open_page(browser: Any, url: str, *, init_script: str | None = None, **context_options: Any
+              ) -> tuple[Any, list[str]]:
+    """A fresh context and page at ``url``, ready, recording events (``init_script``: run in
+    the page before its own scripts). Returns (page, JS errors)."""
     context = browser.new_context(**context_options)
+    if init_script is not None:
+        context.add_init_script(init_script)
     page = context.new_page()
     errors = page_errors(page)
     page.goto(url)

@@ -134,16 +134,7 @@ def speaking_browser(playwright_driver: Any, fake_mics: dict[str, Path]) -> Iter
 
 
 def open_relay_page(browser: Any, url: str) -> tuple[Any, list[str]]:
-    context = browser.new_context()
-    context.add_init_script(FORCE_RELAY)
-    page = context.new_page()
-    from .conftest import page_errors, record_events
-
-    errors = page_errors(page)
-    page.goto(url)
-    page.wait_for_selector("body[data-ready=true]")
-    record_events(page)
-    return page, errors
+    return open_page(browser, url, init_script=FORCE_RELAY)
 
 
 def test_a_voice_turn_through_coturn_with_chromium_forced_to_relay(speaking_browser: Any, relay_server: SandraServer) -> None:
